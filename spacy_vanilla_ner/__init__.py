@@ -1,0 +1,18 @@
+"""A from-scratch Transformer encoder and a BILUO tagging NER component for spaCy."""
+from .about import __version__
+from .architectures import (
+    build_ner_tagger_v1,
+    build_transformer_encoder_v1,
+    build_transformer_tok2vec_v1,
+)
+from .pipeline import DEFAULT_CONFIG_STR, VanillaNER, make_vanilla_ner
+
+__all__ = [
+    "__version__",
+    "build_transformer_encoder_v1",
+    "build_transformer_tok2vec_v1",
+    "build_ner_tagger_v1",
+    "VanillaNER",
+    "make_vanilla_ner",
+    "DEFAULT_CONFIG_STR",
+]

@@ -1,0 +1,302 @@
+"""Convert CoNLL-style NER text files to spaCy `.spacy` DocBins.
+
+Usage:
+
+    python -m spacy_vanilla_ner.convert INPUT OUTPUT [--n-sents N] [--limit N]
+
+The input is one token per line with whitespace-separated columns: the FIRST
+column is the word and the LAST column is the NER tag, anything in between
+(e.g. the POS and chunk columns of CoNLL-2003) is ignored. A blank line ends a
+sentence. A line whose first column is `-DOCSTART-` is an article boundary,
+wherever it appears: CoNLL-2003 puts it before each article, WikiGold after
+each article. Tags may be IOB1, IOB2, IO or BILUO (a file that contains any
+`L-` or `U-` tag is read as BILUO and must be valid BILUO; any other file is
+read as IOB/IO and converted with `spacy.training.iob_to_biluo`, so an `I-`
+after `O` or after another type starts an entity).
+"""
+import re
+from pathlib import Path
+from typing import Iterable, List, NamedTuple, Optional, Tuple, Union
+
+import spacy
+import typer
+from spacy.tokens import Doc, DocBin
+from spacy.training import biluo_tags_to_spans, iob_to_biluo
+from spacy.vocab import Vocab
+from wasabi import msg
+
+DOCSTART = "-DOCSTART-"
+TAG_RE = re.compile(r"^(?:O|[BILU]-\S+)$")
+
+__all__ = [
+    "ConllFormatError",
+    "read_conll_ner",
+    "conll_to_docs",
+    "convert",
+]
+
+
+class ConllFormatError(ValueError):
+    """Malformed input; the message names the file and, where it applies, the line."""
+
+    def __init__(self, path: Union[str, Path], message: str, line: Optional[int] = None):
+        self.path = str(path)
+        self.line = line
+        where = self.path if line is None else f"{self.path}, line {line}"
+        super().__init__(f"{where}: {message}")
+
+
+class _Sentence(NamedTuple):
+    words: List[str]
+    tags: List[str]  # as read from the file
+    lines: List[int]  # 1-based line number of each token
+
+
+def _read(path: Union[str, Path]) -> List[List[_Sentence]]:
+    """Read a file into articles of sentences, with line numbers; tags are checked
+    for their form (O or B-/I-/L-/U- + label) but not yet as a sequence."""
+    path = Path(path)
+    if not path.exists():
+        raise ConllFormatError(path, "file not found")
+    if path.is_dir():
+        raise ConllFormatError(path, "is a directory, expected a CoNLL file")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ConllFormatError(path, f"not valid UTF-8 ({e})") from None
+    articles: List[List[_Sentence]] = []
+    article: List[_Sentence] = []
+    sent = _Sentence([], [], [])
+
+    def end_sentence() -> None:
+        nonlocal sent
+        if sent.words:
+            article.append(sent)
+            sent = _Sentence([], [], [])
+
+    def end_article() -> None:
+        nonlocal article
+        end_sentence()
+        if article:
+            articles.append(article)
+            article = []
+
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            end_sentence()
+        elif fields[0] == DOCSTART:
+            end_article()
+        elif len(fields) < 2:
+            raise ConllFormatError(
+                path,
+                f"expected at least two columns (word ... NER tag), got {line.strip()!r}",
+                line_no,
+            )
+        else:
+            tag = fields[-1]
+            if not TAG_RE.match(tag):
+                raise ConllFormatError(
+                    path,
+                    f"malformed NER tag {tag!r} (expected 'O' or B-/I-/L-/U- "
+                    f"followed by a label, e.g. 'B-PER')",
+                    line_no,
+                )
+            sent.words.append(fields[0])
+            sent.tags.append(tag)
+            sent.lines.append(line_no)
+    end_article()
+    if not articles:
+        if not text.strip():
+            raise ConllFormatError(path, "file is empty")
+        raise ConllFormatError(path, "no sentences found (only -DOCSTART- lines?)")
+    return articles
+
+
+def _check_biluo(path: Union[str, Path], sent: _Sentence) -> None:
+    """Raise a ConllFormatError at the first token where the BILUO sequence breaks."""
+    open_label: Optional[str] = None
+    for tag, line_no in zip(sent.tags, sent.lines):
+        prefix, label = (tag[0], tag[2:]) if tag != "O" else ("O", "")
+        if open_label is not None:
+            if prefix in "IL" and label == open_label:
+                open_label = None if prefix == "L" else open_label
+                continue
+            raise ConllFormatError(
+                path,
+                f"BILUO tag {tag!r} where I-{open_label} or L-{open_label} was expected "
+                f"(the entity opened with B-{open_label} is not closed); this file is "
+                f"read as BILUO because it contains L- or U- tags",
+                line_no,
+            )
+        if prefix in "IL":
+            raise ConllFormatError(
+                path,
+                f"BILUO tag {tag!r} with no entity open (an entity must start with "
+                f"B- or U-); this file is read as BILUO because it contains L- or U- tags",
+                line_no,
+            )
+        if prefix == "B":
+            open_label = label
+    if open_label is not None:
+        raise ConllFormatError(
+            path,
+            f"entity B-{open_label} is not closed with L-{open_label} before the end "
+            f"of the sentence; this file is read as BILUO because it contains L- or U- tags",
+            sent.lines[-1],
+        )
+
+
+def _to_biluo(path: Union[str, Path], sent: _Sentence, is_biluo: bool) -> List[str]:
+    if is_biluo:
+        _check_biluo(path, sent)
+        return list(sent.tags)
+    try:
+        biluo = iob_to_biluo(sent.tags)
+    except Exception as e:  # should not happen after the tag check; never leak it raw
+        raise ConllFormatError(
+            path, f"cannot convert the IOB tags of this sentence to BILUO ({e})", sent.lines[0]
+        ) from None
+    if len(biluo) != len(sent.tags):
+        raise ConllFormatError(
+            path, "cannot convert the IOB tags of this sentence to BILUO", sent.lines[0]
+        )
+    return biluo
+
+
+def read_conll_ner(path: Union[str, Path]) -> List[List[Tuple[List[str], List[str]]]]:
+    """Read a CoNLL-style NER file (WikiGold, CoNLL-2003 or similar).
+
+    path (Union[str, Path]): The file to read. The first column of a line is the
+        word, the last column the NER tag; blank lines end sentences and a
+        `-DOCSTART-` line is an article boundary.
+    RETURNS (List[List[Tuple[List[str], List[str]]]]): The articles, each a list
+        of sentences, each a `(words, tags)` pair with the tags as in the file.
+        Raises ConllFormatError (a ValueError) naming the file and line for
+        malformed input or an empty file.
+    """
+    return [[(s.words, s.tags) for s in article] for article in _read(path)]
+
+
+def conll_to_docs(
+    path: Union[str, Path],
+    vocab: Vocab,
+    n_sents: int = 1,
+    limit: Optional[int] = None,
+) -> List[Doc]:
+    """Convert a CoNLL-style NER file to Doc objects with gold entities.
+
+    path (Union[str, Path]): The file to convert (see `read_conll_ner`). Tags may
+        be IOB1, IOB2, IO or BILUO.
+    vocab (Vocab): The vocab for the docs, e.g. `spacy.blank("en").vocab`.
+    n_sents (int): Sentences per doc: 1 for one doc per sentence, N > 1 for up to
+        N consecutive sentences of one article per doc (never across an article
+        boundary), 0 for one doc per article. Defaults to 1.
+    limit (Optional[int]): Stop after this many docs. Defaults to None (no limit).
+    RETURNS (List[Doc]): The docs, with `doc.ents` set from the tags (tokens
+        outside entities are `O`) and `token.is_sent_start` set on every token.
+        Raises ConllFormatError (a ValueError) naming the file and line for
+        malformed input.
+    """
+    if n_sents < 0:
+        raise ValueError(f"n_sents must be >= 0, got {n_sents}")
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be >= 0 or None, got {limit}")
+    articles = _read(path)
+    is_biluo = any(
+        tag[0] in "LU" for article in articles for sent in article for tag in sent.tags
+    )
+    docs: List[Doc] = []
+    for article in articles:
+        size = n_sents if n_sents > 0 else len(article)
+        for start in range(0, len(article), size):
+            if limit is not None and len(docs) >= limit:
+                return docs
+            group = article[start : start + size]
+            words: List[str] = []
+            sent_starts: List[bool] = []
+            biluo: List[str] = []
+            for sent in group:
+                words.extend(sent.words)
+                sent_starts.extend([True] + [False] * (len(sent.words) - 1))
+                biluo.extend(_to_biluo(path, sent, is_biluo))
+            spaces = [True] * len(words)
+            spaces[-1] = False
+            doc = Doc(vocab, words=words, spaces=spaces, sent_starts=sent_starts)
+            doc.ents = biluo_tags_to_spans(doc, biluo)
+            docs.append(doc)
+    return docs
+
+
+def _sentence_count(docs: Iterable[Doc]) -> int:
+    return sum(sum(1 for token in doc if token.is_sent_start) for doc in docs)
+
+
+def convert(
+    input_path: Union[str, Path],
+    output_path: Union[str, Path],
+    n_sents: int = 1,
+    limit: Optional[int] = None,
+) -> Tuple[Path, dict]:
+    """Convert a CoNLL-style NER file and save it as a `.spacy` DocBin.
+
+    input_path (Union[str, Path]): The CoNLL-style file to convert.
+    output_path (Union[str, Path]): The `.spacy` file to write, or an existing
+        directory to write `<input stem>.spacy` into. Parent folders are created.
+    n_sents (int): Sentences per doc, see `conll_to_docs`. Defaults to 1.
+    limit (Optional[int]): Stop after this many docs. Defaults to None.
+    RETURNS (Tuple[Path, dict]): The path written and counts: docs, sentences,
+        tokens, entities.
+    """
+    input_path = Path(input_path)
+    output_path = Path(output_path)
+    docs = conll_to_docs(input_path, spacy.blank("en").vocab, n_sents=n_sents, limit=limit)
+    if output_path.is_dir():
+        output_path = output_path / f"{input_path.stem}.spacy"
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    DocBin(docs=docs, store_user_data=False).to_disk(output_path)
+    counts = {
+        "docs": len(docs),
+        "sentences": _sentence_count(docs),
+        "tokens": sum(len(doc) for doc in docs),
+        "entities": sum(len(doc.ents) for doc in docs),
+    }
+    return output_path, counts
+
+
+app = typer.Typer(add_completion=False)
+
+
+@app.command()
+def main(
+    input_path: Path = typer.Argument(..., help="CoNLL-style NER file to convert"),
+    output_path: Path = typer.Argument(
+        ..., help="Output .spacy file, or an existing directory"
+    ),
+    n_sents: int = typer.Option(
+        1,
+        "--n-sents",
+        "-n",
+        min=0,
+        help="Sentences per doc: 1 = one doc per sentence, 0 = one doc per article",
+    ),
+    limit: Optional[int] = typer.Option(
+        None, "--limit", min=0, help="Maximum number of docs to write"
+    ),
+) -> None:
+    """Convert a CoNLL-style NER file (WikiGold, CoNLL-2003; IOB1, IOB2, IO or
+    BILUO tags) to a spaCy .spacy DocBin."""
+    try:
+        written, c = convert(input_path, output_path, n_sents=n_sents, limit=limit)
+    except ValueError as e:
+        msg.fail(str(e), exits=1)
+    except OSError as e:
+        msg.fail(f"Cannot convert {input_path} to {output_path}: {e}", exits=1)
+    msg.good(
+        f"Saved {c['docs']:,} docs ({c['sentences']:,} sentences, {c['tokens']:,} "
+        f"tokens, {c['entities']:,} entities) to {written}"
+    )
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,222 @@
+"""The Transformer encoder as plain PyTorch modules (no spaCy or thinc imports).
+
+Shapes: B = windows in a batch, T = window length (padded), C = width,
+H = attention heads, D = C // H. Tensors are batch-first, (B, T, C); the
+thinc side (`layers.py`) builds them from a list of docs, so there is no
+time-major `Padded` to mix up here.
+"""
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+POSITION_SCHEMES = ("sinusoidal", "learned", "rotary", "none")
+ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU}
+
+
+@dataclass
+class EncoderConfig:
+    width: int
+    depth: int
+    n_heads: int
+    ff_width: int
+    dropout: float = 0.1
+    attention_dropout: float = 0.1
+    activation: str = "gelu"
+    positions: str = "rotary"
+    norm_first: bool = True
+    max_length: int = 512
+
+    def validate(self) -> None:
+        def fail(msg: str) -> None:
+            raise ValueError(f"TransformerEncoder: {msg}")
+
+        for name in ("width", "depth", "n_heads", "ff_width", "max_length"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                fail(f"{name} must be a positive integer, got {getattr(self, name)!r}.")
+        if self.width % self.n_heads:
+            fail(
+                f"width ({self.width}) must be divisible by n_heads ({self.n_heads}); "
+                f"e.g. use n_heads = {_largest_divisor(self.width, self.n_heads)}."
+            )
+        if self.positions not in POSITION_SCHEMES:
+            fail(f"positions must be one of {POSITION_SCHEMES}, got {self.positions!r}.")
+        if self.positions == "rotary" and (self.width // self.n_heads) % 2:
+            fail(
+                f"rotary positions need an even head width, but width / n_heads = "
+                f"{self.width // self.n_heads}. Change width or n_heads."
+            )
+        if self.activation not in ACTIVATIONS:
+            fail(f"activation must be one of {tuple(ACTIVATIONS)}, got {self.activation!r}.")
+        for name in ("dropout", "attention_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                fail(f"{name} must be in [0, 1), got {getattr(self, name)!r}.")
+
+
+def _largest_divisor(width: int, below: int) -> int:
+    return max(h for h in range(1, below + 1) if width % h == 0)
+
+
+class SinusoidalPositions(nn.Module):
+    """Fixed sin/cos absolute positions (Vaswani et al.), added to the input."""
+
+    def __init__(self, width: int, max_length: int):
+        super().__init__()
+        position = torch.arange(max_length, dtype=torch.float32)[:, None]
+        freq = torch.exp(torch.arange(0, width, 2, dtype=torch.float32) * (-math.log(10000.0) / width))
+        table = torch.zeros(max_length, width)
+        table[:, 0::2] = torch.sin(position * freq)
+        table[:, 1::2] = torch.cos(position * freq)[:, : width // 2]
+        # Recomputed on load: saving it would only bloat the model and break
+        # loading when max_length changes.
+        self.register_buffer("table", table, persistent=False)
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        # X: (B, T, C); positions run along T, the token axis, never along B.
+        return X + self.table[: X.shape[1]].to(X.dtype)
+
+
+class LearnedPositions(nn.Module):
+    """Trained absolute position embeddings, added to the input."""
+
+    def __init__(self, width: int, max_length: int):
+        super().__init__()
+        self.embeddings = nn.Embedding(max_length, width)
+        nn.init.normal_(self.embeddings.weight, std=0.02)
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        return X + self.embeddings.weight[: X.shape[1]].to(X.dtype)
+
+
+class RotaryPositions(nn.Module):
+    """Rotary position embeddings (Su et al., RoFormer) applied to queries and
+    keys: attention scores then depend on relative offsets, with direction."""
+
+    def __init__(self, head_width: int, max_length: int, base: float = 10000.0):
+        super().__init__()
+        inv_freq = 1.0 / (base ** (torch.arange(0, head_width, 2, dtype=torch.float32) / head_width))
+        angles = torch.arange(max_length, dtype=torch.float32)[:, None] * inv_freq[None, :]
+        self.register_buffer("cos", angles.cos(), persistent=False)  # (max_length, D/2)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        # X: (B, H, T, D); rotate each (even, odd) pair by its position's angle.
+        T = X.shape[2]
+        cos = self.cos[:T].to(X.dtype)
+        sin = self.sin[:T].to(X.dtype)
+        x1, x2 = X[..., 0::2], X[..., 1::2]
+        rotated = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+        return rotated.flatten(-2)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, config: EncoderConfig, rotary: Optional[RotaryPositions]):
+        super().__init__()
+        self.n_heads = config.n_heads
+        self.qkv = nn.Linear(config.width, 3 * config.width)
+        self.output = nn.Linear(config.width, config.width)
+        self.attention_dropout = config.attention_dropout
+        # Shared, parameter-free; kept out of the module tree so that it is
+        # not duplicated in the state dict.
+        self._rotary = [rotary] if rotary is not None else []
+
+    def forward(self, X: torch.Tensor, attend: torch.Tensor) -> torch.Tensor:
+        # X: (B, T, C); attend: (B, 1, 1, T) bool, True = key is a real token.
+        B, T, C = X.shape
+        q, k, v = self.qkv(X).view(B, T, 3, self.n_heads, C // self.n_heads).permute(2, 0, 3, 1, 4)
+        if self._rotary:
+            q, k = self._rotary[0](q), self._rotary[0](k)
+        Y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attend, dropout_p=self.attention_dropout if self.training else 0.0
+        )  # (B, H, T, D)
+        return self.output(Y.transpose(1, 2).reshape(B, T, C))
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, config: EncoderConfig, rotary: Optional[RotaryPositions]):
+        super().__init__()
+        self.norm_first = config.norm_first
+        self.attention = SelfAttention(config, rotary)
+        self.attention_norm = nn.LayerNorm(config.width)
+        self.ff_input = nn.Linear(config.width, config.ff_width)
+        self.activation = ACTIVATIONS[config.activation]()
+        self.ff_output = nn.Linear(config.ff_width, config.width)
+        self.ff_norm = nn.LayerNorm(config.width)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def feed_forward(self, X: torch.Tensor) -> torch.Tensor:
+        return self.ff_output(self.dropout(self.activation(self.ff_input(X))))
+
+    def forward(self, X: torch.Tensor, attend: torch.Tensor) -> torch.Tensor:
+        if self.norm_first:
+            X = X + self.dropout(self.attention(self.attention_norm(X), attend))
+            X = X + self.dropout(self.feed_forward(self.ff_norm(X)))
+        else:
+            X = self.attention_norm(X + self.dropout(self.attention(X, attend)))
+            X = self.ff_norm(X + self.dropout(self.feed_forward(X)))
+        return X
+
+
+class TransformerEncoderModule(nn.Module):
+    """A stack of encoder layers over padded windows with a padding mask.
+
+    Unlike `nn.TransformerEncoder`, which deep-copies one layer (so every layer
+    starts from the same weights), each layer here is built and initialised on
+    its own.
+    """
+
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        config.validate()
+        self.config = config
+        head_width = config.width // config.n_heads
+        rotary = RotaryPositions(head_width, config.max_length) if config.positions == "rotary" else None
+        if config.positions == "sinusoidal":
+            self.positions: nn.Module = SinusoidalPositions(config.width, config.max_length)
+        elif config.positions == "learned":
+            self.positions = LearnedPositions(config.width, config.max_length)
+        else:
+            self.positions = nn.Identity()
+        self.rotary = rotary  # registered once here (it holds no parameters)
+        self.dropout = nn.Dropout(config.dropout)
+        self.layers = nn.ModuleList(EncoderLayer(config, rotary) for _ in range(config.depth))
+        # Pre-LN leaves the residual stream unnormalised: close it with a norm.
+        self.final_norm = nn.LayerNorm(config.width) if config.norm_first else nn.Identity()
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # GPT-2 style: N(0, 0.02), with the projections that write into the
+        # residual stream scaled down by sqrt(2 * depth) so its variance does
+        # not grow with depth.
+        residual_std = 0.02 / math.sqrt(2 * self.config.depth)
+        for layer in self.layers:
+            for linear in (layer.attention.qkv, layer.ff_input):
+                nn.init.normal_(linear.weight, std=0.02)
+                nn.init.zeros_(linear.bias)
+            for linear in (layer.attention.output, layer.ff_output):
+                nn.init.normal_(linear.weight, std=residual_std)
+                nn.init.zeros_(linear.bias)
+
+    def forward(self, X: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """X (torch.Tensor): (B, T, C) windows of token vectors.
+        mask (torch.Tensor): (B, T) bool, True for real tokens.
+        RETURNS (torch.Tensor): (B, T, C); rows at padding positions are zero.
+        """
+        if X.shape[1] > self.config.max_length:
+            raise ValueError(
+                f"TransformerEncoder: window of {X.shape[1]} tokens exceeds "
+                f"max_length={self.config.max_length}."
+            )
+        # A window with no real token would make every attention row fully
+        # masked, and softmax over nothing is NaN: let such rows attend to all
+        # positions instead. Their outputs are zeroed below and never used.
+        empty = ~mask.any(dim=1, keepdim=True)
+        attend = (mask | empty)[:, None, None, :]  # (B, 1, 1, T)
+        X = self.dropout(self.positions(X))
+        for layer in self.layers:
+            X = layer(X, attend)
+        X = self.final_norm(X)
+        return X * mask[..., None].to(X.dtype)
