@@ -7,6 +7,7 @@ cuts the doc, so tokens near a window edge still see context on both sides.
 Windows are run in chunks of at most `max_batch_tokens` padded tokens, so
 memory is bounded by the window size, not by the length of the longest doc.
 """
+import os
 from dataclasses import dataclass
 from typing import Callable, List, Tuple
 
@@ -16,6 +17,18 @@ from thinc.api import ArgsKwargs, Model, torch2xp, xp2torch
 from thinc.types import Floats2d
 
 from .torch_modules import TransformerEncoderModule
+
+
+def _one_thread_after_fork() -> None:
+    # GNU OpenMP is not fork-safe: a process forked after its parent ran a
+    # parallel torch op hangs in its own first one (spaCy #6662), e.g. the
+    # workers of nlp.pipe(n_process=2) on Linux. One intra-op thread, as in
+    # torch's DataLoader workers, keeps the child out of OpenMP.
+    torch.set_num_threads(1)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_one_thread_after_fork)
 
 
 def plan_windows(length: int, max_length: int, overlap: int) -> List[Tuple[int, int, int, int]]:
