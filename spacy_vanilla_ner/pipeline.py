@@ -177,30 +177,31 @@ class VanillaNER(TrainablePipe):
 
     def _resize(self, n_tags: int) -> None:
         # Tags of a new label are appended, so old rows keep their meaning.
-        output_layer = self.model.get_ref("output_layer")
-        initialized = self._is_initialized
-        if initialized:
-            W = output_layer.get_param("W")
-            b = output_layer.get_param("b")
-            new_W = output_layer.ops.alloc2f(n_tags, W.shape[1])
-            new_b = output_layer.ops.alloc1f(n_tags)
-            new_W[: W.shape[0]] = W
-            new_b[: b.shape[0]] = b
-        if self.model.has_ref("crf") and self.model.get_ref("crf").has_param("transitions"):
+        if self.model.has_ref("crf"):
             crf = self.model.get_ref("crf")
-            old = {name: crf.get_param(name) for name in ("transitions", "start", "end")}
-            crf.set_dim("nO", n_tags, force=True)
-            _init_crf(crf)
-            n = old["start"].shape[0]
-            crf.get_param("transitions")[:n, :n] = old["transitions"]
-            crf.get_param("start")[:n] = old["start"]
-            crf.get_param("end")[:n] = old["end"]
-        elif self.model.has_ref("crf"):
-            self.model.get_ref("crf").set_dim("nO", n_tags, force=True)
-        if not (initialized or output_layer.has_dim("nO")):
-            return  # nO will be set at initialize
-        # Resize the softmax and every layer whose output is the softmax's.
-        heads = {output_layer.id}
+            if crf.has_param("transitions"):
+                crf = self._replace_layer(crf, n_tags)
+                for name in ("transitions", "start", "end"):
+                    old = self._old_params[name]
+                    new = crf.ops.alloc2f(n_tags, n_tags) if name == "transitions" else crf.ops.alloc1f(n_tags)
+                    new[tuple(slice(0, n) for n in old.shape)] = old
+                    crf.set_param(name, new)
+            else:
+                crf.set_dim("nO", n_tags, force=True)
+        output_layer = self.model.get_ref("output_layer")
+        if self._is_initialized:
+            output_layer = self._replace_layer(output_layer, n_tags)
+            for name in ("W", "b"):
+                old = self._old_params[name]
+                new = output_layer.ops.alloc((n_tags,) + old.shape[1:], dtype=old.dtype)
+                new[: old.shape[0]] = old
+                output_layer.set_param(name, new)
+        elif output_layer.has_dim("nO"):
+            output_layer.set_dim("nO", n_tags, force=True)
+        else:
+            return  # nO is set at initialize
+        # Layers whose output is the tags (the chains around the softmax).
+        heads = {self.model.get_ref("output_layer").id}
         if self.model.has_ref("crf"):
             heads.add(self.model.get_ref("crf").id)
 
@@ -210,9 +211,30 @@ class VanillaNER(TrainablePipe):
         for node in self.model.walk():
             if outputs_tags(node) and node.has_dim("nO"):
                 node.set_dim("nO", n_tags, force=True)
-        if initialized:
-            output_layer.set_param("W", new_W)
-            output_layer.set_param("b", new_b)
+
+    def _replace_layer(self, old: Model, n_tags: int) -> Model:
+        """A fresh copy of a parameterised layer with nO = n_tags, swapped in
+        for `old` everywhere (thinc does not allow resizing a layer that has
+        parameters). The old parameters are left in `self._old_params`."""
+        dims = {name: old.maybe_get_dim(name) for name in old.dim_names}
+        dims["nO"] = n_tags
+        new = Model(
+            old.name,
+            old._func,
+            init=old.init,
+            dims=dims,
+            params={name: None for name in old.param_names},
+            attrs=dict(old.attrs),
+        )
+        self._old_params = {name: old.get_param(name) for name in old.param_names}
+        nodes = list(self.model.walk())
+        for node in nodes:
+            node._layers = [new if layer is old else layer for layer in node._layers]
+        for node in nodes:
+            for ref in node.ref_names:
+                if node.get_ref(ref) is old:
+                    node.set_ref(ref, new)
+        return new
 
     def initialize(
         self,
