@@ -180,9 +180,9 @@ class VanillaNER(TrainablePipe):
         if self.model.has_ref("crf"):
             crf = self.model.get_ref("crf")
             if crf.has_param("transitions"):
-                crf = self._replace_layer(crf, n_tags)
+                crf, old_params = self._replace_layer(crf, n_tags)
                 for name in ("transitions", "start", "end"):
-                    old = self._old_params[name]
+                    old = old_params[name]
                     new = crf.ops.alloc2f(n_tags, n_tags) if name == "transitions" else crf.ops.alloc1f(n_tags)
                     new[tuple(slice(0, n) for n in old.shape)] = old
                     crf.set_param(name, new)
@@ -190,9 +190,9 @@ class VanillaNER(TrainablePipe):
                 crf.set_dim("nO", n_tags, force=True)
         output_layer = self.model.get_ref("output_layer")
         if self._is_initialized:
-            output_layer = self._replace_layer(output_layer, n_tags)
+            output_layer, old_params = self._replace_layer(output_layer, n_tags)
             for name in ("W", "b"):
-                old = self._old_params[name]
+                old = old_params[name]
                 new = output_layer.ops.alloc((n_tags,) + old.shape[1:], dtype=old.dtype)
                 new[: old.shape[0]] = old
                 output_layer.set_param(name, new)
@@ -212,10 +212,10 @@ class VanillaNER(TrainablePipe):
             if outputs_tags(node) and node.has_dim("nO"):
                 node.set_dim("nO", n_tags, force=True)
 
-    def _replace_layer(self, old: Model, n_tags: int) -> Model:
+    def _replace_layer(self, old: Model, n_tags: int) -> Tuple[Model, Dict[str, Floats2d]]:
         """A fresh copy of a parameterised layer with nO = n_tags, swapped in
         for `old` everywhere (thinc does not allow resizing a layer that has
-        parameters). The old parameters are left in `self._old_params`."""
+        parameters). RETURNS the new layer and the old layer's parameters."""
         dims = {name: old.maybe_get_dim(name) for name in old.dim_names}
         dims["nO"] = n_tags
         new = Model(
@@ -226,7 +226,7 @@ class VanillaNER(TrainablePipe):
             params={name: None for name in old.param_names},
             attrs=dict(old.attrs),
         )
-        self._old_params = {name: old.get_param(name) for name in old.param_names}
+        old_params = {name: old.get_param(name) for name in old.param_names}
         nodes = list(self.model.walk())
         for node in nodes:
             node._layers = [new if layer is old else layer for layer in node._layers]
@@ -234,7 +234,7 @@ class VanillaNER(TrainablePipe):
             for ref in node.ref_names:
                 if node.get_ref(ref) is old:
                     node.set_ref(ref, new)
-        return new
+        return new, old_params
 
     def initialize(
         self,

@@ -146,9 +146,6 @@ def test_odd_input_gives_valid_entities(trained):
         for ent in doc.ents:
             assert 0 <= ent.start_char < ent.end_char <= len(doc.text)
             assert not ent[0].is_space and not ent[-1].is_space
-        tags = [0] * len(doc)
-        for ent in doc.ents:
-            tags[ent.start : ent.end] = [1] * len(ent)
     assert nlp("").ents == ()
     assert len(ner.labels) == 4
 
@@ -287,3 +284,27 @@ def test_tagger_architecture_fits_pos_tags():
         history.append(losses["tagger"])
     assert history[-1] < 0.05 * history[0]
     assert [t.tag_ for t in nlp("I like blue eggs")] == ["N", "V", "J", "N"]
+
+
+def test_crf_add_label_resizes_transitions_and_round_trips():
+    nlp = spacy.blank("en")
+    ner = nlp.add_pipe("vanilla_ner", config={"model": SMALL_MODEL, "crf": True})
+    example = Example.from_dict(
+        nlp.make_doc("Ahmed lives in Paris"), {"entities": [(0, 5, "PER"), (15, 20, "LOC")]}
+    )
+    optimizer = nlp.initialize(lambda: [example])
+    for _ in range(3):
+        nlp.update([example], sgd=optimizer)
+    old = ner.model.get_ref("crf").get_param("transitions").copy()
+    assert numpy.abs(old).sum() > 0  # the transitions are trained
+    ner.add_label("ORG")
+    new = ner.model.get_ref("crf").get_param("transitions")
+    assert new.shape == (13, 13)
+    numpy.testing.assert_array_equal(new[:9, :9], old)
+    nlp.update([example], sgd=optimizer)
+    expected = [(e.start, e.end, e.label_) for e in nlp("Ahmed lives in Paris").ents]
+    with make_tempdir() as tmp:
+        nlp.to_disk(tmp)
+        loaded = spacy.load(tmp)
+    assert loaded.get_pipe("vanilla_ner").labels == ("LOC", "PER", "ORG")
+    assert [(e.start, e.end, e.label_) for e in loaded("Ahmed lives in Paris").ents] == expected
