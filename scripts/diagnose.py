@@ -6,7 +6,7 @@ with the same batches, steps and optimizer, and compare loss and train F1.
 Usage (from the repository root):
 
     python scripts/diagnose.py --train assets/wikigold/train.conll --output metrics --gpu-id -1
-    python scripts/diagnose.py ... --sizes 100,1000 --steps 300,1200 --seed 0
+    python scripts/diagnose.py ... --sizes 100,1000 --steps 300,1500 --seed 0
 
 Writes OUTPUT/diagnose.json (rows, curves and settings; rewritten after every
 run, so an interrupted run keeps what it finished) and OUTPUT/diagnose.png
