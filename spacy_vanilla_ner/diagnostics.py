@@ -483,7 +483,7 @@ maxout_pieces = 3
 }
 
 
-def build_spacy_pipeline(name: str, settings: RunSettings, labels: Sequence[str]):
+def build_spacy_pipeline(name: str, settings: RunSettings):
     import spacy
     from thinc.api import Config
 
@@ -510,8 +510,7 @@ def train_spacy(
     from thinc.api import Adam
 
     fix_random_seed(settings.seed)
-    labels = entity_labels(docs)
-    nlp = build_spacy_pipeline(name, settings, labels)
+    nlp = build_spacy_pipeline(name, settings)  # labels are read from the examples at initialize
 
     def blank(doc) -> Doc:
         return Doc(nlp.vocab, words=[t.text for t in doc], spaces=[bool(t.whitespace_) for t in doc])
