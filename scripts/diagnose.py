@@ -8,9 +8,11 @@ Usage (from the repository root):
     python scripts/diagnose.py --train assets/wikigold/train.conll --output metrics --gpu-id -1
     python scripts/diagnose.py ... --sizes 100,1000 --steps 300,1500 --seed 0
 
-Writes OUTPUT/diagnose.json (rows, curves and settings; rewritten after every
-run, so an interrupted run keeps what it finished) and OUTPUT/diagnose.png
-(training loss and train entity F1 against steps, a column per subset size).
+Writes OUTPUT/diagnose.json (the table: a list of rows, one per variant and
+subset size), OUTPUT/diagnose_curves.json (settings and per-evaluation curves),
+both rewritten after every run so an interrupted run keeps what it finished,
+and OUTPUT/diagnose.png (training loss and train entity F1 against steps, a
+column per subset size).
 The harness is `spacy_vanilla_ner.diagnostics`; the findings are in
 docs/why-vanilla-transformers-fail.md.
 """
@@ -184,6 +186,7 @@ def main(
         typer.echo(f"{train} has only {len(docs_all)} sentences; sizes above that use all of them", err=True)
     output.mkdir(parents=True, exist_ok=True)
     json_path, png_path = output / "diagnose.json", output / "diagnose.png"
+    curves_path = output / "diagnose_curves.json"
     eval_list = [eval_every or max(25, n_steps // 12 // 25 * 25) for n_steps in step_list]
     base = RunSettings(
         batch_size=batch_size, learn_rate=learn_rate, width=width,
@@ -218,12 +221,15 @@ def main(
 
     def save() -> None:
         meta["total_seconds"] = round(time.perf_counter() - started, 1)
-        payload = {
+        # diagnose.json is the table (a list of rows); the settings and the
+        # per-evaluation curves behind the plot go to diagnose_curves.json.
+        rows = [r.row() for r in results]
+        curves = {
             "settings": meta,
-            "rows": [r.row() for r in results],
             "curves": [{"name": r.name, "n_sentences": r.n_sentences, **r.curve} for r in results],
         }
-        json_path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf8")
+        json_path.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf8")
+        curves_path.write_text(json.dumps(curves, indent=2) + "\n", encoding="utf8")
 
     for n, n_steps, n_eval in zip(size_list, step_list, eval_list):
         docs = docs_all[:n]

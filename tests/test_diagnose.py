@@ -63,8 +63,9 @@ def test_cli_writes_rows_curves_and_plot(tmp_path, diagnose_app):
         ],
     )
     assert result.exit_code == 0, result.output
-    payload = json.loads((tmp_path / "diagnose.json").read_text())
-    rows = payload["rows"]
+    rows = json.loads((tmp_path / "diagnose.json").read_text())
+    payload = json.loads((tmp_path / "diagnose_curves.json").read_text())
+    assert isinstance(rows, list)
     assert [(r["name"], r["n_sentences"]) for r in rows] == [
         ("recipe", 12), ("forum_setup", 12), ("recipe_without_time_major", 12),
         ("recipe_harness", 20), ("spacy_cnn", 20),
