@@ -12,8 +12,11 @@ decays to 0 there), `training.eval_frequency`, and `training.patience = 0` so
 that no system stops early. Training runs spaCy's own loop
 (`spacy.training.loop.train_while_improving`, the generator that `spacy train`
 drives), with evaluation time measured apart from training time. With
-`--max-seconds`, a system also stops at the first step whose training time
-(evaluation excluded) passes the limit, and is evaluated there.
+`--max-seconds`, every system trains for that many seconds (evaluation and
+checkpointing excluded; at most --max-steps steps) and its `warmup_linear`
+learning rate runs over seconds instead of steps: warmup over the same share
+of the budget, then linear decay to 0 when the time is up. Fast and slow
+systems thus get the same wall-clock budget and a complete schedule.
 
 Writes, in --output:
   compare.json               settings and, per system, every evaluation (step,
@@ -183,36 +186,35 @@ def training_steps(nlp: Language, T: Dict[str, Any], train_corpus, evaluate: Cal
     )
 
 
-def seconds_per_step(system: str, args: argparse.Namespace) -> float:
-    """Time a few training steps of a fresh pipeline (the first one, which
-    includes lazy set-up, is not counted). Used to fit the number of steps, and
-    so the learning-rate schedule, to a time budget."""
-    _, nlp, T, train_corpus, _ = prepare(system, args, args.max_steps)
-    steps = training_steps(nlp, T, train_corpus, lambda: (0.0, {}), 0, 10**9)
-    times: List[float] = []
-    last = time.perf_counter()
-    for _ in steps:
-        now = time.perf_counter()
-        times.append(now - last)
-        last = now
-        measured = times[1:]
-        if len(measured) >= 20 or (len(measured) >= 3 and sum(measured) >= 10):
-            break
-    return sum(times[1:]) / max(1, len(times) - 1)
+def time_schedule(config, budget: float) -> Optional[Callable[[float], float]]:
+    """The config's `warmup_linear.v1` learning rate as a function of training
+    seconds: warmup over the same fraction of the budget as of max_steps, then
+    linear decay to 0 at `budget` seconds. None for other schedules."""
+    schedule = config["training"]["optimizer"].get("learn_rate")
+    if not isinstance(schedule, dict) or schedule.get("@schedules") != "warmup_linear.v1":
+        return None
+    peak = float(schedule["initial_rate"])
+    warmup = budget * min(1.0, int(schedule["warmup_steps"]) / max(1, int(schedule["total_steps"])))
+
+    def learn_rate(seconds: float) -> float:
+        if seconds < warmup:
+            return peak * seconds / warmup
+        return peak * max(0.0, 1.0 - (seconds - warmup) / max(1e-9, budget - warmup))
+
+    return learn_rate
 
 
 def train_system(system: str, args: argparse.Namespace) -> Dict[str, Any]:
     max_steps = args.max_steps
-    pilot = None
-    if args.max_seconds:
-        pilot = seconds_per_step(system, args)
-        max_steps = max(args.eval_frequency, min(args.max_steps, int(args.max_seconds / pilot)))
-        log(
-            f"[{system}] {pilot:.3f} s per step: {max_steps} steps fit in {args.max_seconds:g} s "
-            f"(capped at {args.max_steps})"
-        )
     config_path, nlp, T, train_corpus, dev_corpus = prepare(system, args, max_steps)
     optimizer = T["optimizer"]
+    lr_by_time = time_schedule(nlp.config.interpolate(), args.max_seconds) if args.max_seconds else None
+    if lr_by_time is not None:
+        # The learning rate follows the config's warmup_linear schedule over
+        # training seconds instead of steps, so every system warms up and
+        # decays to 0 within the same time budget, whatever its speed.
+        optimizer.schedules.pop("learn_rate", None)
+        optimizer.learn_rate = lr_by_time(0.0)
 
     eval_seconds = 0.0
     evaluate_dev = create_evaluation_callback(nlp, dev_corpus, T["score_weights"])
@@ -282,11 +284,11 @@ def train_system(system: str, args: argparse.Namespace) -> Dict[str, Any]:
         if is_best is not None:
             record(info, info["other_scores"], is_best)
         elapsed = time.perf_counter() - start - eval_seconds - save_seconds
-        # The step count was fitted to the time budget; this only catches a
-        # system that slows down a lot after the pilot steps.
-        if args.max_seconds and elapsed >= 1.25 * args.max_seconds:
+        if args.max_seconds and elapsed >= args.max_seconds:
             stopped_by = "max_seconds"
             break
+        if lr_by_time is not None:
+            optimizer.learn_rate = lr_by_time(elapsed)
     if info and (not curve or curve[-1]["step"] != info["step"]):
         # The last step was not an evaluation step: evaluate it.
         score, scores = timed_evaluate()
@@ -307,7 +309,7 @@ def train_system(system: str, args: argparse.Namespace) -> Dict[str, Any]:
         "parameters": n_params,
         "stopped_by": stopped_by,
         "max_steps": max_steps,
-        "pilot_seconds_per_step": round(pilot, 4) if pilot else None,
+        "learn_rate_schedule": "warmup_linear over seconds" if lr_by_time else "config (over steps)",
         "steps": info.get("step", 0),
         "epochs": info.get("epoch", 0),
         "train_words": total_words,
@@ -329,7 +331,13 @@ def train_system(system: str, args: argparse.Namespace) -> Dict[str, Any]:
 
 def write_markdown(data: Dict[str, Any], path: Path) -> None:
     s = data["settings"]
-    budget = f"{s['max_steps']} steps" + (f" or {s['max_seconds']:g} s of training" if s["max_seconds"] else "")
+    if s["max_seconds"]:
+        budget = (
+            f"{s['max_seconds']:g} s of training (at most {s['max_steps']} steps), "
+            f"learning rate warmup and decay over those seconds"
+        )
+    else:
+        budget = f"{s['max_steps']} steps"
     lines = [
         f"Dev set `{s['dev']}`, trained on `{s['train']}`; budget {budget} per system, "
         f"evaluated every {s['eval_frequency']} steps; scores of the best checkpoint on dev. "
@@ -385,11 +393,14 @@ def write_plots(data: Dict[str, Any], output: Path) -> List[Path]:
     for filename, x_key, y_key, x_label, y_label in specs:
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for name, r in systems.items():
-            style = "-" if name.startswith("transformer") else ("--" if "minilm" in name else ":")
+            # Colour by encoder, line style by NER component.
+            encoder = name.split("_")[0]
+            color = {"transformer": "C0", "cnn": "C1", "bilstm": "C2", "minilm": "C3"}.get(encoder)
             ax.plot(
                 [p[x_key] for p in r["curve"]],
                 [p[y_key] for p in r["curve"]],
-                style,
+                "-" if name.endswith("_vner") else "--",
+                color=color,
                 marker="o",
                 markersize=3,
                 label=name,
@@ -399,7 +410,9 @@ def write_plots(data: Dict[str, Any], output: Path) -> List[Path]:
             ax.set_title("Training loss (ner: transitions; vanilla_ner: tokens; not comparable across the two)", fontsize=8)
         else:
             ax.set_ylim(0, 1)
-            ax.set_title(f"WikiGold dev, same budget for all ({data['settings']['max_steps']} steps)", fontsize=9)
+            settings = data["settings"]
+            budget = f"{settings['max_seconds']:g} s" if settings["max_seconds"] else f"{settings['max_steps']} steps"
+            ax.set_title(f"Dev entity F1, same budget for every system ({budget}); solid: vanilla_ner, dashed: ner", fontsize=9)
         ax.set_xlabel(x_label)
         ax.set_ylabel(y_label)
         ax.grid(alpha=0.3)
@@ -418,7 +431,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--dev", type=Path, default=REPO / "corpus" / "dev.spacy")
     p.add_argument("--configs", type=Path, default=REPO / "configs")
     p.add_argument("--max-steps", type=int, default=600, help="optimizer steps per system")
-    p.add_argument("--max-seconds", type=float, default=0, help="also stop after this many training seconds (0 = no limit)")
+    p.add_argument("--max-seconds", type=float, default=0, help="train each system for this many seconds, with the learning rate schedule over seconds (0 = budget in steps)")
     p.add_argument("--eval-frequency", type=int, default=50)
     p.add_argument("--output", type=Path, default=REPO / "metrics")
     p.add_argument("--training-dir", type=Path, default=REPO / "training" / "compare")
