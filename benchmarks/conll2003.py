@@ -46,7 +46,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import traceback
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -71,7 +70,7 @@ PACKAGES = [
     "cupy-cuda12x",
     "cupy-cuda11x",
 ]
-# The fields every row has (also checked by tests/test_benchmark_script.py).
+# The fields every successful row has (checked before a row is written).
 ROW_FIELDS = [
     "system",
     "config",
@@ -97,7 +96,6 @@ ROW_FIELDS = [
     "device",
     "curve",
 ]
-CURVE_FIELDS = ["seconds", "train_seconds", "step", "epoch", "words", "dev_ents_f", "loss"]
 
 
 # ---------------------------------------------------------------------------
@@ -814,6 +812,7 @@ def _num(x: Optional[float], fmt: str = ",.0f") -> str:
 def write_markdown(rows: List[Dict[str, Any]], path: Path, plot_name: Optional[str], title: str) -> None:
     ok = [r for r in rows if not r.get("error")]
     lines = [f"# {title}", ""]
+    mixed_n_sents = len({r.get("data", {}).get("n_sents") for r in ok}) > 1
     if ok:
         r0 = ok[0]
         data = r0.get("data", {})
@@ -822,20 +821,32 @@ def write_markdown(rows: List[Dict[str, Any]], path: Path, plot_name: Optional[s
             + (f" (torch threads: {r0.get('torch_threads')})" if r0.get("torch_threads") else "")
             + ".",
             "",
-            "Command: `" + r0.get("command", "?") + "`",
-            "",
+        ]
+        commands = list(dict.fromkeys(r.get("command", "?") for r in ok))
+        lines += (
+            ["Command: `" + commands[0] + "`", ""]
+            if len(commands) == 1
+            else ["Commands (rows from several runs):", ""] + [f"- `{c}`" for c in commands] + [""]
+        )
+        lines += [
             "Versions: " + ", ".join(f"{k} {v}" for k, v in r0.get("versions", {}).items() if v) + ".",
             "",
         ]
         if data:
             tr, dv = data.get("train", {}), data.get("dev", {})
             lines += [
-                f"Data: train {tr.get('docs', 0):,} docs / {tr.get('words', 0):,} words"
+                f"Data: train {'' if mixed_n_sents else format(tr.get('docs', 0), ',') + ' docs / '}"
+                + f"{tr.get('words', 0):,} words"
                 + (f" (first {tr['limit']} docs)" if tr.get("limit") else "")
-                + f", dev {dv.get('docs', 0):,} docs / {dv.get('words', 0):,} words"
+                + f", dev {'' if mixed_n_sents else format(dv.get('docs', 0), ',') + ' docs / '}"
+                + f"{dv.get('words', 0):,} words"
                 + (f" (first {dv['limit']} docs)" if dv.get("limit") else "")
-                + f", {data.get('n_sents')} sentences per doc"
-                + (" (one doc per article)" if data.get("n_sents") == 0 else "")
+                + (
+                    f", {data.get('n_sents')} sentences per doc"
+                    + (" (one doc per article)" if data.get("n_sents") == 0 else "")
+                    if not mixed_n_sents
+                    else ", sentences per doc: see the table"
+                )
                 + ".",
                 "",
             ]
@@ -846,7 +857,8 @@ def write_markdown(rows: List[Dict[str, Any]], path: Path, plot_name: Optional[s
         ]
     has_gpu = any(r.get("gpu_wps") for r in ok)
     has_test = any(r.get("test_ents_f") is not None for r in ok)
-    header = ["System", "Dev F1", "P", "R"] + (["Test F1"] if has_test else [])
+    header = ["System"] + (["sents/doc"] if mixed_n_sents else []) + ["Dev F1", "P", "R"]
+    header += ["Test F1"] if has_test else []
     header += ["s to best", "train s to best", "steps", "epochs", "train w/s", "train w/s (median interval)"]
     header += (["GPU infer w/s"] if has_gpu else []) + ["CPU infer w/s"]
     header += (["peak GPU MB"] if has_gpu else []) + ["peak RSS MB", "params"]
@@ -855,7 +867,8 @@ def write_markdown(rows: List[Dict[str, Any]], path: Path, plot_name: Optional[s
         if r.get("error"):
             lines.append(f"| {r['system']} | failed: {r['error'].splitlines()[-1][:120]} |" + " |" * (len(header) - 2))
             continue
-        cells = [f"`{r['system']}`", _pct(r["dev_ents_f"]), _pct(r["dev_ents_p"]), _pct(r["dev_ents_r"])]
+        cells = [f"`{r['system']}`"] + ([str(r.get("data", {}).get("n_sents"))] if mixed_n_sents else [])
+        cells += [_pct(r["dev_ents_f"]), _pct(r["dev_ents_p"]), _pct(r["dev_ents_r"])]
         if has_test:
             cells.append(_pct(r.get("test_ents_f")))
         cells += [
@@ -1004,6 +1017,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             traceback.print_exc()
             row = {"system": spec.name, "config": str(spec.config), "error": f"{type(e).__name__}: {e}", "device": device["name"]}
         row["command"] = command
+        missing = [k for k in ROW_FIELDS if k not in row]
+        if missing and not row.get("error"):
+            row["error"] = f"internal: row without {missing}"
         rows.append(row)
         # Write after every system, so a long run that is cut off keeps its results.
         args.output.write_text(json.dumps(rows, indent=1, default=_json_default) + "\n", encoding="utf8")

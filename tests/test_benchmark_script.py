@@ -117,3 +117,14 @@ def test_bad_arguments(tmp_path):
     proc = _run(["--systems", "nope", "--configs-dir", str(tmp_path), "--seconds", "1"], cwd=tmp_path)
     assert proc.returncode != 0
     assert "config not found" in proc.stderr
+
+
+def test_gpu_id_without_cuda(tmp_path):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is available")
+    args = ["--gpu-id", "0", "--train", str(FIXTURE), "--dev", str(FIXTURE), "--systems", "transformer_vner",
+            "--seconds", "1", "--work-dir", str(tmp_path / "work"), "--output", str(tmp_path / "r.json")]
+    proc = _run(args, cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "no CUDA device" in proc.stderr
