@@ -1,4 +1,5 @@
 """Registered model builders: the encoder, a one-block tok2vec and the tagger."""
+from functools import partial
 from typing import Callable, Dict, List, Optional, Sequence, Union
 
 from spacy.ml.models.tok2vec import MultiHashEmbed, build_Tok2Vec_model
@@ -99,13 +100,15 @@ def build_transformer_encoder_v1(
     grad_scaler_config.setdefault("enabled", mixed_precision)
     torch_layer = PyTorchWrapper_v2(
         WindowedEncoder(TransformerEncoderModule(config)),
-        convert_inputs=convert_inputs,
+        convert_inputs=partial(
+            convert_inputs,
+            max_length=max_length,
+            window_overlap=window_overlap,
+            max_batch_tokens=max_batch_tokens,
+        ),
         convert_outputs=convert_outputs,
         mixed_precision=mixed_precision,
         grad_scaler=PyTorchGradScaler(**grad_scaler_config),
-    )
-    torch_layer.attrs.update(
-        max_length=max_length, window_overlap=window_overlap, max_batch_tokens=max_batch_tokens
     )
     return Model(
         "transformer_encoder",

@@ -121,15 +121,24 @@ class WindowedEncoder(torch.nn.Module):
 
 
 def convert_inputs(
-    model: Model, X: List[Floats2d], is_train: bool
+    model: Model,
+    X: List[Floats2d],
+    is_train: bool,
+    *,
+    max_length: int,
+    window_overlap: int,
+    max_batch_tokens: int,
 ) -> Tuple[ArgsKwargs, Callable[[ArgsKwargs], List[Floats2d]]]:
+    """Flatten the docs and plan their windows. The window settings are bound
+    from the config (functools.partial), not stored as model attrs, so a
+    loaded model uses the settings of the config it is loaded with."""
     lengths = [len(x) for x in X]
     Xt = xp2torch(model.ops.flatten(X), requires_grad=is_train)
     batch = build_window_batch(
         lengths,
-        model.attrs["max_length"],
-        model.attrs["window_overlap"],
-        model.attrs["max_batch_tokens"],
+        max_length,
+        window_overlap,
+        max_batch_tokens,
         Xt.device,
     )
 

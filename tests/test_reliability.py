@@ -310,11 +310,6 @@ def test_entities_near_window_edges_agree_with_single_window(
     assert min(agreement.values()) >= 0.93, agreement
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the window settings are thinc attrs, serialized with the model, so the "
-    "saved values override max_length/window_overlap from the config on load",
-)
 def test_window_settings_from_config_apply_on_load(trained_nlp):
     # A model trained with max_length=512, loaded with max_length=64 in its
     # config (valid for rotary positions): it should window at 64, not crash.
