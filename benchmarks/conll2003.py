@@ -551,6 +551,8 @@ def train_system(spec: SystemSpec, args: argparse.Namespace, data: Dict[str, Any
         "system": spec.name,
         "config": str(spec.config),
         "overrides": overrides,
+        # The config as trained (configs change over time; this row must not).
+        "config_text": nlp.config.to_str(),
         "pipeline": nlp.pipe_names,
         "n_params": n_params,
         "dev_ents_f": scores.get("ents_f"),
