@@ -421,7 +421,9 @@ class VanillaNER(TrainablePipe):
 
 
 def _space_mask(doc: Doc) -> numpy.ndarray:
-    return numpy.fromiter((token.is_space for token in doc), dtype=bool, count=len(doc))
+    if not len(doc):
+        return numpy.zeros((0,), dtype=bool)
+    return doc.to_array("IS_SPACE").astype(bool)
 
 
 def _count_invalid_argmax(log_probs: List[numpy.ndarray], is_space: List[numpy.ndarray], n_labels: int) -> int:
