@@ -20,3 +20,24 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+POS_DATA = [("I like green eggs", ["N", "V", "J", "N"]), ("Eat blue ham", ["V", "J", "N"])]
+
+
+def fit_pos_tags(nlp, steps=60):
+    """Train a pipeline's `tagger` on two tagged sentences (as spaCy's own
+    tagger tests do); check that the loss falls and the tags are learned."""
+    from spacy.training import Example
+    from thinc.api import fix_random_seed
+
+    examples = [Example.from_dict(nlp.make_doc(t), {"tags": tags}) for t, tags in POS_DATA]
+    fix_random_seed(0)
+    optimizer = nlp.initialize(lambda: examples)
+    history = []
+    for _ in range(steps):
+        losses = {}
+        nlp.update(examples, sgd=optimizer, losses=losses)
+        history.append(losses["tagger"])
+    assert history[-1] < 0.05 * history[0]
+    assert [t.tag_ for t in nlp("I like blue eggs")] == ["N", "V", "J", "N"]

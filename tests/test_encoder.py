@@ -3,7 +3,6 @@ import numpy
 import pytest
 import spacy
 import torch
-from spacy.training import Example
 from thinc.api import fix_random_seed
 
 from spacy_vanilla_ner.architectures import build_transformer_encoder_v1, build_transformer_tok2vec_v1

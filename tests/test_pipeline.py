@@ -13,6 +13,8 @@ from thinc.api import Config, fix_random_seed
 from spacy_vanilla_ner.convert import conll_to_docs
 from spacy_vanilla_ner.decoding import is_valid
 
+from conftest import fit_pos_tags
+
 SMALL_MODEL = {
     "@architectures": "spacy-vanilla-ner.NERTagger.v1",
     "tok2vec": {
@@ -270,20 +272,7 @@ def test_tagger_architecture_fits_pos_tags():
         """
     )
     nlp = load_model_from_config(config, auto_fill=True)
-    train = [
-        ("I like green eggs", ["N", "V", "J", "N"]),
-        ("Eat blue ham", ["V", "J", "N"]),
-    ]
-    examples = [Example.from_dict(nlp.make_doc(t), {"tags": tags}) for t, tags in train]
-    fix_random_seed(0)
-    optimizer = nlp.initialize(lambda: examples)
-    history = []
-    for _ in range(60):
-        losses = {}
-        nlp.update(examples, sgd=optimizer, losses=losses)
-        history.append(losses["tagger"])
-    assert history[-1] < 0.05 * history[0]
-    assert [t.tag_ for t in nlp("I like blue eggs")] == ["N", "V", "J", "N"]
+    fit_pos_tags(nlp)
 
 
 def test_crf_add_label_resizes_transitions_and_round_trips():

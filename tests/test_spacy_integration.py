@@ -12,6 +12,8 @@ from thinc.api import fix_random_seed
 
 from spacy_vanilla_ner.convert import conll_to_docs
 
+from conftest import fit_pos_tags
+
 ENCODER = {
     "@architectures": "spacy-vanilla-ner.TransformerEncoder.v1",
     "width": "${components.tok2vec.model.encode.width}",
@@ -72,20 +74,7 @@ def test_init_config_ner_with_swapped_encoder_trains_and_round_trips(wikigold_10
 def test_init_config_tagger_with_swapped_encoder():
     config = swapped_config(["tagger"])
     nlp = load_model_from_config(config, auto_fill=True, validate=True)
-    train_data = [
-        ("I like green eggs", ["N", "V", "J", "N"]),
-        ("Eat blue ham", ["V", "J", "N"]),
-    ]
-    examples = [Example.from_dict(nlp.make_doc(t), {"tags": tags}) for t, tags in train_data]
-    fix_random_seed(0)
-    optimizer = nlp.initialize(lambda: examples)
-    history = []
-    for _ in range(60):
-        losses = {}
-        nlp.update(examples, sgd=optimizer, losses=losses)
-        history.append(losses["tagger"])
-    assert history[-1] < 0.05 * history[0]
-    assert [t.tag_ for t in nlp("I like blue eggs")] == ["N", "V", "J", "N"]
+    fit_pos_tags(nlp)
     with make_tempdir() as tmp:
         nlp.to_disk(tmp)
         loaded = spacy.load(tmp)
