@@ -140,7 +140,11 @@ def test_project_yml_is_valid():
     assert all(s in SYSTEMS for s in variables["compare_systems"].split(","))
     train = commands["train"]["script"][0]
     assert "--gpu-id -1" in train and "--training.max_steps" in train
-    assert commands["diagnose"]["outputs"] == ["metrics/diagnose.json", "metrics/diagnose.png"]
+    assert commands["diagnose"]["outputs"] == [
+        "metrics/diagnose.json",
+        "metrics/diagnose_curves.json",
+        "metrics/diagnose.png",
+    ]
 
 
 def test_project_commands_listed():
