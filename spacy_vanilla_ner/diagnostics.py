@@ -431,6 +431,22 @@ def train_harness(
     return curve.result(sum(p.numel() for p in model.parameters()))
 
 
+# spaCy's encoders get the same hashed features (spacy.MultiHashEmbed.v2) as
+# TransformerTok2Vec; only the encode block differs.
+_SPACY_TOK2VEC = """
+[model]
+@architectures = "spacy-vanilla-ner.NERTagger.v1"
+[model.tok2vec]
+@architectures = "spacy.Tok2Vec.v2"
+[model.tok2vec.embed]
+@architectures = "spacy.MultiHashEmbed.v2"
+width = {width}
+attrs = ["NORM", "PREFIX", "SUFFIX", "SHAPE"]
+rows = [5000, 1000, 2500, 2500]
+include_static_vectors = false
+[model.tok2vec.encode]
+"""
+
 SPACY_MODEL_CONFIGS = {
     "recipe": """
 [model]
@@ -445,36 +461,14 @@ attention_dropout = {dropout}
 positions = "rotary"
 norm_first = true
 """,
-    "spacy_bilstm": """
-[model]
-@architectures = "spacy-vanilla-ner.NERTagger.v1"
-[model.tok2vec]
-@architectures = "spacy.Tok2Vec.v2"
-[model.tok2vec.embed]
-@architectures = "spacy.MultiHashEmbed.v2"
-width = {width}
-attrs = ["NORM", "PREFIX", "SUFFIX", "SHAPE"]
-rows = [5000, 1000, 2500, 2500]
-include_static_vectors = false
-[model.tok2vec.encode]
-@architectures = "spacy.TorchBiLSTMEncoder.v1"
+    "spacy_bilstm": _SPACY_TOK2VEC
+    + """@architectures = "spacy.TorchBiLSTMEncoder.v1"
 width = {width}
 depth = {depth}
 dropout = {dropout}
 """,
-    "spacy_cnn": """
-[model]
-@architectures = "spacy-vanilla-ner.NERTagger.v1"
-[model.tok2vec]
-@architectures = "spacy.Tok2Vec.v2"
-[model.tok2vec.embed]
-@architectures = "spacy.MultiHashEmbed.v2"
-width = {width}
-attrs = ["NORM", "PREFIX", "SUFFIX", "SHAPE"]
-rows = [5000, 1000, 2500, 2500]
-include_static_vectors = false
-[model.tok2vec.encode]
-@architectures = "spacy.MaxoutWindowEncoder.v2"
+    "spacy_cnn": _SPACY_TOK2VEC
+    + """@architectures = "spacy.MaxoutWindowEncoder.v2"
 width = {width}
 depth = 4
 window_size = 1
