@@ -41,3 +41,22 @@ def fit_pos_tags(nlp, steps=60):
         history.append(losses["tagger"])
     assert history[-1] < 0.05 * history[0]
     assert [t.tag_ for t in nlp("I like blue eggs")] == ["N", "V", "J", "N"]
+
+
+def tagger_model_with_encoder(encode, width, attrs=("NORM", "PREFIX", "SUFFIX", "SHAPE"), rows=(5000, 1000, 2500, 2500)):
+    """A NERTagger.v1 config over spacy.Tok2Vec.v2 with hashed features and the
+    given `encode` block: the one place a test swaps encoders."""
+    return {
+        "@architectures": "spacy-vanilla-ner.NERTagger.v1",
+        "tok2vec": {
+            "@architectures": "spacy.Tok2Vec.v2",
+            "embed": {
+                "@architectures": "spacy.MultiHashEmbed.v2",
+                "width": width,
+                "attrs": list(attrs),
+                "rows": list(rows),
+                "include_static_vectors": False,
+            },
+            "encode": encode,
+        },
+    }

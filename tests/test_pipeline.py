@@ -13,7 +13,7 @@ from thinc.api import Config, fix_random_seed
 from spacy_vanilla_ner.convert import conll_to_docs
 from spacy_vanilla_ner.decoding import is_valid
 
-from conftest import fit_pos_tags
+from conftest import fit_pos_tags, tagger_model_with_encoder
 
 SMALL_MODEL = {
     "@architectures": "spacy-vanilla-ner.NERTagger.v1",
@@ -72,30 +72,8 @@ def test_forum_experiment_overfits_100_sentences(wikigold_100, crf):
 def test_forum_experiment_with_spacy_bilstm(wikigold_100):
     """The same experiment with spaCy's BiLSTM encoder, for comparison."""
     nlp = spacy.blank("en")
-    nlp.add_pipe(
-        "vanilla_ner",
-        config={
-            "model": {
-                "@architectures": "spacy-vanilla-ner.NERTagger.v1",
-                "tok2vec": {
-                    "@architectures": "spacy.Tok2Vec.v2",
-                    "embed": {
-                        "@architectures": "spacy.MultiHashEmbed.v2",
-                        "width": 128,
-                        "attrs": ["NORM", "PREFIX", "SUFFIX", "SHAPE"],
-                        "rows": [5000, 1000, 2500, 2500],
-                        "include_static_vectors": False,
-                    },
-                    "encode": {
-                        "@architectures": "spacy.TorchBiLSTMEncoder.v1",
-                        "width": 128,
-                        "depth": 2,
-                        "dropout": 0.1,
-                    },
-                },
-            }
-        },
-    )
+    bilstm = {"@architectures": "spacy.TorchBiLSTMEncoder.v1", "width": 128, "depth": 2, "dropout": 0.1}
+    nlp.add_pipe("vanilla_ner", config={"model": tagger_model_with_encoder(bilstm, 128)})
     epochs, first, last, f1, seconds = overfit(nlp, examples_from(wikigold_100, nlp), max_epochs=60)
     assert f1 == 1.0 and last < 0.01 * first
 

@@ -12,15 +12,7 @@ from thinc.api import fix_random_seed
 
 from spacy_vanilla_ner.convert import conll_to_docs
 
-from conftest import fit_pos_tags
-
-ENCODER = {
-    "@architectures": "spacy-vanilla-ner.TransformerEncoder.v1",
-    "width": "${components.tok2vec.model.encode.width}",
-    "depth": 2,
-    "n_heads": 4,
-}
-
+from conftest import fit_pos_tags, tagger_model_with_encoder
 
 def swapped_config(pipeline):
     config = init_config(lang="en", pipeline=pipeline, optimize="efficiency", gpu=False)
@@ -96,25 +88,8 @@ def test_init_config_tagger_with_swapped_encoder():
 def test_vanilla_ner_with_any_encoder(encode):
     """The encoders swap by one block, under vanilla_ner too."""
     nlp = spacy.blank("en")
-    nlp.add_pipe(
-        "vanilla_ner",
-        config={
-            "model": {
-                "@architectures": "spacy-vanilla-ner.NERTagger.v1",
-                "tok2vec": {
-                    "@architectures": "spacy.Tok2Vec.v2",
-                    "embed": {
-                        "@architectures": "spacy.MultiHashEmbed.v2",
-                        "width": 64,
-                        "attrs": ["NORM", "SHAPE"],
-                        "rows": [1000, 100],
-                        "include_static_vectors": False,
-                    },
-                    "encode": encode,
-                },
-            }
-        },
-    )
+    model = tagger_model_with_encoder(encode, 64, attrs=("NORM", "SHAPE"), rows=(1000, 100))
+    nlp.add_pipe("vanilla_ner", config={"model": model})
     example = Example.from_dict(
         nlp.make_doc("Ahmed lives in Paris"), {"entities": [(0, 5, "PER"), (15, 20, "LOC")]}
     )
