@@ -14,6 +14,7 @@ from spacy_vanilla_ner.convert import conll_to_docs
 
 from conftest import fit_pos_tags, tagger_model_with_encoder
 
+
 def swapped_config(pipeline):
     config = init_config(lang="en", pipeline=pipeline, optimize="efficiency", gpu=False)
     encode = config["components"]["tok2vec"]["model"]["encode"]
