@@ -6,15 +6,63 @@ thinc side (`layers.py`) builds them from a list of docs, so there is no
 time-major `Padded` to mix up here.
 """
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 POSITION_SCHEMES = ("sinusoidal", "learned", "rotary", "none")
-ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU}
+
+
+@contextmanager
+def _onednn_disabled() -> Iterator[None]:
+    enabled = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = enabled
+
+
+class _NativeGELUFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, X: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(X)
+        with _onednn_disabled():
+            return F.gelu(X)
+
+    @staticmethod
+    def backward(ctx, dY: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        (X,) = ctx.saved_tensors
+        with _onednn_disabled():
+            return torch.ops.aten.gelu_backward(dY, X)
+
+
+class GELU(nn.Module):
+    """Exact GELU, as `nn.GELU`, but on CPU computed by torch's own kernel.
+
+    For float32 CPU tensors torch runs GELU through oneDNN, which caches one
+    primitive per tensor shape (up to 1,024). Batches of docs bring ever new
+    shapes, so the cache keeps allocating and evicting long-lived blocks, and
+    under glibc's malloc these fragment the heap: a process streaming docs grew
+    by ~50 MiB per 1,000 docs, almost all of it freed memory that malloc kept
+    (benchmarks/memory_retention.py; pytorch/pytorch#98688). torch's kernel
+    computes the same function (|Δ| < 1e-6) without a cache.
+    """
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        if X.device.type != "cpu":
+            return F.gelu(X)
+        if X.requires_grad and torch.is_grad_enabled():
+            return _NativeGELUFunction.apply(X)
+        with _onednn_disabled():
+            return F.gelu(X)
+
+
+ACTIVATIONS = {"gelu": GELU, "relu": nn.ReLU, "silu": nn.SiLU}
 
 
 @dataclass

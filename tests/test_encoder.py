@@ -7,7 +7,7 @@ from thinc.api import fix_random_seed
 
 from spacy_vanilla_ner.architectures import build_transformer_encoder_v1, build_transformer_tok2vec_v1
 from spacy_vanilla_ner.layers import build_window_batch, plan_windows
-from spacy_vanilla_ner.torch_modules import EncoderConfig, TransformerEncoderModule
+from spacy_vanilla_ner.torch_modules import GELU, EncoderConfig, TransformerEncoderModule
 
 WIDTH = 32
 
@@ -201,6 +201,49 @@ def test_tok2vec_block():
     model.initialize(X=docs)
     Y = model.predict(docs)
     assert [y.shape for y in Y] == [(3, WIDTH), (0, WIDTH), (2, WIDTH)]
+
+
+def test_gelu_matches_torch_gelu():
+    X = torch.randn(3, 7, 16, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(GELU(), (X,))
+    X = torch.randn(5, 9, 32, requires_grad=True)
+    Y = GELU()(X)
+    (dX,) = torch.autograd.grad((Y * Y).sum(), X)
+    X2 = X.detach().requires_grad_()
+    Y2 = torch.nn.functional.gelu(X2)
+    (dX2,) = torch.autograd.grad((Y2 * Y2).sum(), X2)
+    assert torch.allclose(Y, Y2, atol=1e-6) and torch.allclose(dX, dX2, atol=1e-5)
+    with torch.no_grad():
+        assert torch.allclose(GELU()(X), Y2, atol=1e-6)
+    assert torch.backends.mkldnn.enabled  # the global setting is restored
+
+
+def _onednn_primitives_run(fn, capfd) -> int:
+    """How many oneDNN primitives `fn` executes (oneDNN's verbose log)."""
+    import ctypes
+
+    capfd.readouterr()
+    with torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON):
+        fn()
+    ctypes.CDLL(None).fflush(None)  # oneDNN logs through C stdio
+    return capfd.readouterr().out.count("primitive,exec")
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch built without oneDNN")
+def test_encoder_runs_no_onednn_primitives_on_cpu(capfd):
+    # oneDNN caches one primitive per shape, which fragments glibc's heap when
+    # docs stream by in ever new batch shapes (torch_modules.GELU).
+    X = torch.randn(4, 11, WIDTH)
+    if not _onednn_primitives_run(lambda: torch.nn.GELU()(X), capfd):
+        pytest.skip("this torch build does not run GELU through oneDNN")
+    model = make_encoder()
+
+    def forward_backward():
+        Y, backprop = model.begin_update(inputs([7, 30, 2]))
+        backprop(Y)
+        model.predict(inputs([13, 5]))
+
+    assert _onednn_primitives_run(forward_backward, capfd) == 0
 
 
 @pytest.mark.gpu
