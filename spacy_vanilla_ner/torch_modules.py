@@ -19,6 +19,8 @@ POSITION_SCHEMES = ("sinusoidal", "learned", "rotary", "none")
 
 @contextmanager
 def _onednn_disabled() -> Iterator[None]:
+    # The switch is process-wide: an op another thread runs meanwhile uses
+    # torch's own kernel too (same result, perhaps slower), never a wrong one.
     enabled = torch.backends.mkldnn.enabled
     torch.backends.mkldnn.enabled = False
     try:
