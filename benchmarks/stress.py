@@ -409,6 +409,8 @@ def main() -> None:
 
     if args.n_docs < 4_000:
         parser.error("--n-docs must be at least 4000 (growth is fitted after the first 2,000 docs)")
+    if args.model is not None and not (args.model / "config.cfg").exists():
+        parser.error(f"--model {args.model} is not a saved pipeline (no config.cfg); leave it out to train one")
     start = time.time()
     report: Dict = {
         "command": "python " + " ".join([os.path.relpath(__file__, REPO)] + sys.argv[1:]),

@@ -25,6 +25,14 @@ def test_too_few_docs_is_refused(script, tmp_path):
     assert not (tmp_path / "out.json").exists()
 
 
+@pytest.mark.parametrize("script", [STRESS, RETENTION])
+def test_missing_model_is_refused(script, tmp_path):
+    result = _run(script, "--model", tmp_path / "nowhere", "--output", tmp_path / "out.json")
+    assert result.returncode == 2
+    assert "is not a saved pipeline" in result.stderr
+    assert not (tmp_path / "out.json").exists()
+
+
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     sys.path.insert(0, str(REPO / "benchmarks"))
