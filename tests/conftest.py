@@ -1,14 +1,14 @@
+"""Fixtures shared by the tests; helpers are in `tests/helpers.py`."""
+
 from pathlib import Path
+from typing import List
 
 import pytest
+import spacy
+from spacy.language import Language
 
-FIXTURES = Path(__file__).parent / "fixtures"
-
-
-@pytest.fixture(scope="session")
-def wikigold_100() -> Path:
-    """100 WikiGold sentences (CC BY 4.0), CoNLL format."""
-    return FIXTURES / "wikigold-100.conll"
+from spacy_vanilla_ner.convert import conll_to_docs
+from tests.helpers import FIXTURE, fixture_examples, make_nlp, train
 
 
 def pytest_collection_modifyitems(config, items):
@@ -22,41 +22,31 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_gpu)
 
 
-POS_DATA = [("I like green eggs", ["N", "V", "J", "N"]), ("Eat blue ham", ["V", "J", "N"])]
+@pytest.fixture(scope="session")
+def wikigold_100() -> Path:
+    """100 WikiGold sentences (CC BY 4.0), CoNLL format."""
+    return FIXTURE
 
 
-def fit_pos_tags(nlp, steps=60):
-    """Train a pipeline's `tagger` on two tagged sentences (as spaCy's own
-    tagger tests do); check that the loss falls and the tags are learned."""
-    from spacy.training import Example
-    from thinc.api import fix_random_seed
-
-    examples = [Example.from_dict(nlp.make_doc(t), {"tags": tags}) for t, tags in POS_DATA]
-    fix_random_seed(0)
-    optimizer = nlp.initialize(lambda: examples)
-    history = []
-    for _ in range(steps):
-        losses = {}
-        nlp.update(examples, sgd=optimizer, losses=losses)
-        history.append(losses["tagger"])
-    assert history[-1] < 0.05 * history[0]
-    assert [t.tag_ for t in nlp("I like blue eggs")] == ["N", "V", "J", "N"]
+@pytest.fixture(scope="session")
+def trained_nlp() -> Language:
+    """`vanilla_ner` (32 wide, 1 layer) trained briefly on the 100-sentence
+    WikiGold fixture: good enough to predict entities on it. Shared by the
+    whole session, so tests must not change its weights or labels."""
+    nlp = make_nlp()
+    examples = fixture_examples(nlp)
+    train(nlp, examples, n_epochs=12)
+    return nlp
 
 
-def tagger_model_with_encoder(encode, width, attrs=("NORM", "PREFIX", "SUFFIX", "SHAPE"), rows=(5000, 1000, 2500, 2500)):
-    """A NERTagger.v1 config over spacy.Tok2Vec.v2 with hashed features and the
-    given `encode` block: the one place a test swaps encoders."""
-    return {
-        "@architectures": "spacy-vanilla-ner.NERTagger.v1",
-        "tok2vec": {
-            "@architectures": "spacy.Tok2Vec.v2",
-            "embed": {
-                "@architectures": "spacy.MultiHashEmbed.v2",
-                "width": width,
-                "attrs": list(attrs),
-                "rows": list(rows),
-                "include_static_vectors": False,
-            },
-            "encode": encode,
-        },
-    }
+@pytest.fixture(scope="session")
+def trained_path(trained_nlp, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("reliability") / "model"
+    trained_nlp.to_disk(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def dev_texts() -> List[str]:
+    nlp = spacy.blank("en")
+    return [doc.text for doc in conll_to_docs(FIXTURE, nlp.vocab)]

@@ -1,21 +1,25 @@
-"""End-to-end check of benchmarks/conll2003.py on the 100-sentence WikiGold
-fixture (as train and dev), with a budget of a few seconds: the JSON rows, the
-markdown report and the plot."""
+"""benchmarks/conll2003.py on the 100-sentence WikiGold fixture (as train, dev and test): one
+run of one update in a child process (default suite), and end to end with a budget of 3 updates
+and 2 seeds, each run in its own process: the JSON rows, the markdown report and the plots
+(`-m slow`, about a minute on 2 cores)."""
+
+import importlib.util
 import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.helpers import FIXTURE, REPO
+
 SCRIPT = REPO / "benchmarks" / "conll2003.py"
-FIXTURE = REPO / "tests" / "fixtures" / "wikigold-100.conll"
 CONFIG = REPO / "configs" / "transformer_vner.cfg"
 
 ROW_FIELDS = [
     "system",
+    "seed",
+    "mode",
     "dev_ents_f",
     "dev_ents_p",
     "dev_ents_r",
@@ -39,7 +43,12 @@ ROW_FIELDS = [
 def _run(args, cwd):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     return subprocess.run(
-        [sys.executable, str(SCRIPT)] + args, cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, str(SCRIPT)] + args,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 
@@ -53,40 +62,43 @@ def run(tmp_path_factory):
         "--train", str(FIXTURE),
         "--dev", str(FIXTURE),
         "--test", str(FIXTURE),
-        "--systems", f"transformer_vner,tiny={CONFIG}",
-        # A smaller second system, to check per-system overrides.
+        "--systems", f"tiny={CONFIG}",
         "--set", "tiny:components.tok2vec.model.encode.depth=1",
-        "--seconds", "3",
-        "--eval-frequency", "4",
+        "--mode", "steps",
+        "--steps", "3",
+        "--eval-frequency", "2",
+        "--seeds", "2",
         "--threads", "1",
         "--infer-batch-size", "8",
         "--profile", "tiny",
         "--work-dir", str(tmp / "work"),
         "--output", str(output),
-    ]
+    ]  # fmt: skip
     proc = _run(args, cwd=tmp)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return output, json.loads(output.read_text()), proc.stdout
 
 
+@pytest.mark.slow
 def test_rows_schema(run):
-    _, rows, _ = run
-    assert [r["system"] for r in rows] == ["transformer_vner", "tiny"]
+    _, data, _ = run
+    rows = data["rows"]
+    assert [(r["system"], r["seed"], r["mode"]) for r in rows] == [
+        ("tiny", 0, "steps"),
+        ("tiny", 1, "steps"),
+    ]
     for row in rows:
-        assert "error" not in row
+        assert row["status"] == "ok"
         for key in ROW_FIELDS:
             assert key in row, key
         for key in ("dev_ents_f", "dev_ents_p", "dev_ents_r", "test_ents_f"):
             assert 0.0 <= row[key] <= 1.0
         assert row["gpu_wps"] is None and row["peak_gpu_mb"] is None  # CPU run
         assert row["cpu_wps"] > 0 and row["train_wps"] > 0 and row["peak_rss_mb"] > 0
-        assert row["steps"] >= 1 and row["words_trained"] > 0
-        assert 0 <= row["seconds_to_best"] <= row["seconds"]
-        assert row["train_seconds_to_best"] <= row["seconds_to_best"]
+        assert row["steps"] == 3 and row["stopped_by"] == "steps" and row["words_trained"] > 0
+        assert 0 <= row["train_seconds_to_best"] <= row["train_seconds"] <= row["seconds"]
         assert row["device"] and row["versions"]["spacy"] and row["versions"]["spacy-vanilla-ner"]
-        assert row["curve"], "no evaluation recorded"
-        steps = [p["step"] for p in row["curve"]]
-        assert steps == sorted(steps) and steps[0] == 0
+        assert [p["step"] for p in row["curve"]] == [0, 2]
         for point in row["curve"]:
             for key in ("seconds", "train_seconds", "step", "dev_ents_f", "loss"):
                 assert key in point
@@ -95,16 +107,21 @@ def test_rows_schema(run):
         # The reloaded best checkpoint scores the same in the timed nlp.pipe run.
         assert row["cpu_infer"]["ents_f"] == pytest.approx(row["dev_ents_f"])
         assert row["data"]["train"]["words"] == row["data"]["dev"]["words"] > 0
-    assert rows[1]["overrides"]["components.tok2vec.model.encode.depth"] == 1
-    assert rows[1]["n_params"] < rows[0]["n_params"]
-    assert "nlp.pipe total" in rows[1]["cpu_infer"]["profile"]
+        assert row["overrides"]["components.tok2vec.model.encode.depth"] == 1
+        assert row["overrides"]["training.seed"] == row["seed"]
+        assert "nlp.pipe total" in row["cpu_infer"]["profile"]
+    assert rows[0]["curve"][0]["loss"] != rows[1]["curve"][0]["loss"]
+    summary = data["summary"]
+    assert [(s["system"], s["seeds"]) for s in summary] == [("tiny", [0, 1])]
 
 
+@pytest.mark.slow
 def test_report_files(run):
-    output, rows, stdout = run
+    output, data, stdout = run
     md = output.with_suffix(".md").read_text()
-    assert "| `transformer_vner` |" in md and "| `tiny` |" in md
-    assert output.with_name("bench_f1_seconds.png").stat().st_size > 1000
+    assert "| `tiny` | 0, 1 |" in md and "## Rules" in md
+    for suffix in ("f1_seconds", "f1_steps", "loss"):
+        assert output.with_name(f"bench_{suffix}.png").stat().st_size > 1000
     assert "dev F1" in stdout  # progress lines during training
     # The report can be rewritten from the JSON alone.
     output.with_suffix(".md").unlink()
@@ -113,8 +130,42 @@ def test_report_files(run):
     assert output.with_suffix(".md").read_text() == md
 
 
+def test_one_run_in_a_child_process(tmp_path):
+    output = tmp_path / "one.json"
+    args = [
+        "--train", str(FIXTURE), "--dev", str(FIXTURE), "--systems", f"tiny={CONFIG}",
+        "--set", "tiny:components.tok2vec.model.encode.depth=1", "--mode", "steps",
+        "--steps", "1", "--seeds", "5,", "--threads", "1", "--work-dir", str(tmp_path / "work"),
+        "--output", str(output),
+    ]  # fmt: skip
+    proc = _run(args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (row,) = json.loads(output.read_text())["rows"]
+    assert (row["system"], row["seed"], row["mode"], row["steps"]) == ("tiny", 5, "steps", 1)
+    assert all(key in row for key in ROW_FIELDS) and row["peak_rss_mb"] > 0
+    assert (tmp_path / "work" / "tiny" / "seed5" / "model-best" / "meta.json").exists()
+    assert "| `tiny` | 5 |" in output.with_suffix(".md").read_text()
+
+
+def test_budget_options():
+    spec = importlib.util.spec_from_file_location("conll2003_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    args = module.parse_args(["--mode", "converged", "--patience", "3", "--seeds", "0,4"])
+    assert args.budget.mode.value == "converged" and args.budget.patience == 3
+    assert args.budget.seconds == 1500 and args.seeds == [0, 4]
+    args = module.parse_args(["--mode", "converged", "--max-seconds", "60"])
+    assert args.budget.seconds == 60
+    args = module.parse_args(["--mode", "seconds", "--seconds", "120", "--seeds", "3"])
+    assert args.budget.describe() == "120 s of training" and args.seeds == [0, 1, 2]
+    with pytest.raises(SystemExit):
+        module.parse_args(["--mode", "steps"])  # no --steps
+
+
 def test_bad_arguments(tmp_path):
-    proc = _run(["--systems", "nope", "--configs-dir", str(tmp_path), "--seconds", "1"], cwd=tmp_path)
+    proc = _run(
+        ["--systems", "nope", "--configs-dir", str(tmp_path), "--seconds", "1"], cwd=tmp_path
+    )
     assert proc.returncode != 0
     assert "config not found" in proc.stderr
 
@@ -123,8 +174,22 @@ def test_gpu_id_without_cuda(tmp_path):
     torch = pytest.importorskip("torch")
     if torch.cuda.is_available():
         pytest.skip("a GPU is available")
-    args = ["--gpu-id", "0", "--train", str(FIXTURE), "--dev", str(FIXTURE), "--systems", "transformer_vner",
-            "--seconds", "1", "--work-dir", str(tmp_path / "work"), "--output", str(tmp_path / "r.json")]
+    args = [
+        "--gpu-id",
+        "0",
+        "--train",
+        str(FIXTURE),
+        "--dev",
+        str(FIXTURE),
+        "--systems",
+        "transformer_vner",
+        "--seconds",
+        "1",
+        "--work-dir",
+        str(tmp_path / "work"),
+        "--output",
+        str(tmp_path / "r.json"),
+    ]
     proc = _run(args, cwd=tmp_path)
     assert proc.returncode != 0
     assert "no CUDA device" in proc.stderr

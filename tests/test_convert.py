@@ -1,6 +1,5 @@
 import math
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import spacy
@@ -10,17 +9,17 @@ from typer.testing import CliRunner
 
 from spacy_vanilla_ner.convert import (
     ConllFormatError,
+    ConllFormatWarning,
     app,
     conll_to_docs,
     convert,
     read_conll_ner,
 )
+from tests.helpers import FIXTURE, REPO
 
-REPO = Path(__file__).resolve().parents[1]
-FIXTURE = REPO / "tests" / "fixtures" / "wikigold-100.conll"
 WIKIGOLD = REPO / "assets" / "wikigold"
 WIKIGOLD_SOURCE = REPO.parent / "shared" / "data" / "wikigold" / "wikigold.conll.txt"
-CONLL2003 = Path(__file__).resolve().parents[2] / "shared" / "data" / "conll2003"
+CONLL2003 = REPO.parent / "shared" / "data" / "conll2003"
 
 # (articles, sentences, tokens, LOC, ORG, PER, MISC), computed by scripts/split_wikigold.py
 WIKIGOLD_COUNTS = {
@@ -284,3 +283,53 @@ def test_conll2003_counts(vocab):
         "MISC": 3438,
     }
     assert not any(t.text == "-DOCSTART-" for doc in docs for t in doc)
+
+
+@pytest.mark.parametrize(
+    "blank",
+    ["\ufeff", "\u200b", "\u200c\u200d", "\u2060", "\u00a0", " \ufeff\t", "\u00ad", "\u3000"],
+)
+def test_invisible_line_is_blank_and_warned(vocab, tmp_path, blank):
+    # A real corpus file ended with a line holding only a stray BOM (U+FEFF); lines made
+    # of whitespace-like or zero-width characters end a sentence like a blank line.
+    path = tmp_path / "invisible.conll"
+    path.write_text(f"Acme B-ORG\nwins O\n{blank}\nJane B-PER\n{blank}\n", encoding="utf-8")
+    with pytest.warns(ConllFormatWarning) as record:
+        docs = conll_to_docs(path, vocab)
+    assert [doc.text for doc in docs] == ["Acme wins", "Jane"]
+    assert ents(docs) == [[(0, 1, "ORG")], [(0, 1, "PER")]]
+    message = str(record[0].message)
+    assert str(path) in message and "lines 3, 5" in message
+
+
+def test_stray_bom_at_line_start(vocab, tmp_path):
+    # Two files concatenated: the second one's BOM sits at the start of a line.
+    path = tmp_path / "cat.conll"
+    text = "\ufeff-DOCSTART- O\n\nAcme B-ORG\n\n\ufeff-DOCSTART- O\n\n\ufeffOslo B-LOC\n"
+    path.write_text(text, encoding="utf-8")
+    with pytest.warns(ConllFormatWarning, match=r"lines 5, 7"):
+        articles = read_conll_ner(path)
+    assert articles == [[(["Acme"], ["B-ORG"])], [(["Oslo"], ["B-LOC"])]]
+
+
+def test_plain_blank_lines_do_not_warn(vocab, tmp_path, recwarn):
+    path = tmp_path / "plain.conll"
+    path.write_text("Acme B-ORG\n  \t\nJane B-PER\n\r\n", encoding="utf-8")
+    assert len(conll_to_docs(path, vocab)) == 2
+    assert not [w for w in recwarn if issubclass(w.category, ConllFormatWarning)]
+
+
+def test_only_invisible_lines_is_empty(tmp_path):
+    path = tmp_path / "bom-only.conll"
+    path.write_text("\ufeff\n\u200b\n", encoding="utf-8")
+    with pytest.warns(ConllFormatWarning), pytest.raises(ConllFormatError, match="empty"):
+        read_conll_ner(path)
+
+
+def test_cli_shows_invisible_line_warning(tmp_path):
+    path = tmp_path / "bom-tail.conll"
+    path.write_text("Acme B-ORG\nwins O\n\ufeff\n", encoding="utf-8")
+    result = CliRunner().invoke(app, [str(path), str(tmp_path / "out.spacy")])
+    assert result.exit_code == 0, result.output
+    assert "line 3" in result.output and "U+FEFF" in result.output
+    assert "1 docs" in result.output

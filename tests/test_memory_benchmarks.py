@@ -1,20 +1,24 @@
 """benchmarks/stress.py and benchmarks/memory_retention.py: argument checks
 (default suite) and an end-to-end run of each at their minimum size (`-m slow`,
 ~3 min on 2 cores)."""
+
+import importlib.util
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.helpers import REPO
+
 STRESS = REPO / "benchmarks" / "stress.py"
 RETENTION = REPO / "benchmarks" / "memory_retention.py"
 
 
 def _run(script, *args):
-    return subprocess.run([sys.executable, str(script), *map(str, args)], capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, str(script), *map(str, args)], capture_output=True, text=True
+    )
 
 
 @pytest.mark.parametrize("script", [STRESS, RETENTION])
@@ -33,15 +37,23 @@ def test_missing_model_is_refused(script, tmp_path):
     assert not (tmp_path / "out.json").exists()
 
 
+def load_stress():
+    spec = importlib.util.spec_from_file_location("stress_benchmark", STRESS)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_stress_reads_wikigold_with_the_package_reader():
+    sentences = load_stress().wikigold_sentences("dev")
+    assert len(sentences) == 189 and all(sentences)
+    assert "-DOCSTART-" not in {w for s in sentences for w in s}
+
+
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        import stress
-    finally:
-        sys.path.pop(0)
     path = tmp_path_factory.mktemp("memory") / "model"
-    stress.train_model(path, 1, 0)
+    load_stress().train_model(path, 30, 0)
     return path
 
 
@@ -52,7 +64,9 @@ def test_stress_run(model, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(output.read_text())
     for stream in (report["stream"], report["stream_memory_zone"]):
-        assert stream["docs"] == 4000 and stream["exceptions"] == 0 and stream["invalid_outputs"] == 0
+        assert (
+            stream["docs"] == 4000 and stream["exceptions"] == 0 and stream["invalid_outputs"] == 0
+        )
         assert stream["pathological"] >= 200
         assert len(stream["rss_mib"]) == 4
     assert [s["tokens"] for s in report["single_docs"]] == [512, 2000, 50000]

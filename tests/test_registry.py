@@ -1,4 +1,5 @@
 """Names resolve through entry points, without importing the package."""
+
 import subprocess
 import sys
 import textwrap
@@ -41,3 +42,23 @@ def test_names_in_registry(name):
     import spacy
 
     assert spacy.registry.architectures.get(name) is not None
+
+
+def test_import_is_light():
+    """Importing the package registers its names and nothing else: no
+    experiment code, no matplotlib, and no fork hook until an encoder runs."""
+    out = run_fresh(
+        """
+        import sys
+        import spacy_vanilla_ner
+        from spacy_vanilla_ner.models import windowing
+        heavy = {"matplotlib", "vanilla_ner_experiments", "ray"} & set(sys.modules)
+        print(sorted(heavy), windowing._fork_hook_registered)
+        import numpy
+        model = spacy_vanilla_ner.build_transformer_encoder_v1(16, 1, 2)
+        model.initialize()
+        model.predict([numpy.zeros((3, 16), dtype="f")])
+        print(windowing._fork_hook_registered)
+        """
+    )
+    assert out.split("\n")[:2] == ["[] False", "True"]

@@ -1,0 +1,209 @@
+"""thinc glue for the torch encoder: cut docs into windows, batch the windows,
+run the module, and put each token's output back in its doc.
+
+A doc longer than `max_length` is covered by overlapping windows; each token
+takes its output from the window in which it sits furthest from an edge that
+cuts the doc, so tokens near a window edge still see context on both sides.
+Windows are run in chunks of at most `max_batch_tokens` padded tokens, so
+memory is bounded by the window size, not by the length of the longest doc.
+"""
+
+import os
+from dataclasses import dataclass
+from typing import Callable, List, Tuple
+
+import numpy
+import torch
+from thinc.api import ArgsKwargs, Model, torch2xp, xp2torch
+from thinc.types import Floats2d
+
+from .torch_encoder import TransformerEncoderModule
+
+_fork_hook_registered = False
+
+
+def register_fork_hook() -> None:
+    """Make every process forked from this one run torch with one intra-op
+    thread. Called by `WindowedEncoder.forward`, before this process runs its
+    first parallel torch op (however the encoder was made: built, loaded,
+    unpickled); importing the package changes nothing.
+
+    Why: GNU OpenMP is not fork-safe. A process forked after its parent ran a
+    parallel torch op hangs in its own first one (spaCy #6662), e.g. the
+    workers of `nlp.pipe(n_process=2)` on Linux. One intra-op thread, as in
+    torch's DataLoader workers, keeps the child out of OpenMP.
+
+    Idempotent: `os.register_at_fork` cannot unregister, so the hook is
+    registered at most once per process (a flag here); running it twice would
+    be harmless anyway. Does nothing where there is no fork (Windows).
+    """
+    global _fork_hook_registered
+    if _fork_hook_registered or not hasattr(os, "register_at_fork"):
+        return
+    os.register_at_fork(after_in_child=_one_thread_after_fork)
+    _fork_hook_registered = True
+
+
+def _one_thread_after_fork() -> None:
+    torch.set_num_threads(1)
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    """How docs are cut into windows and batched, and the one place where the
+    defaults of `window_overlap` and `max_batch_tokens` are stated (the
+    builders take theirs from here). `max_length` is the encoder's
+    (`EncoderConfig.max_length`). Checked once, on construction.
+    """
+
+    max_length: int
+    window_overlap: int = 128
+    max_batch_tokens: int = 16384
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.window_overlap <= self.max_length // 2:
+            raise ValueError(
+                f"TransformerEncoder: window_overlap must be between 0 and max_length / 2 "
+                f"({self.max_length // 2}), got {self.window_overlap}."
+            )
+        if self.max_batch_tokens < 1:
+            raise ValueError(
+                f"TransformerEncoder: max_batch_tokens must be positive, "
+                f"got {self.max_batch_tokens}."
+            )
+
+
+def plan_windows(length: int, max_length: int, overlap: int) -> List[Tuple[int, int, int, int]]:
+    """Cover tokens [0, length) with windows of at most `max_length` tokens.
+
+    RETURNS (List[Tuple[int, int, int, int]]): (start, end, own_start, own_end)
+        per window: the window spans [start, end) and supplies the outputs of
+        the tokens in [own_start, own_end). The owned ranges tile [0, length).
+    """
+    if length <= max_length:
+        return [(0, length, 0, length)] if length else []
+    stride = max_length - overlap
+    starts = list(range(0, length - max_length, stride)) + [length - max_length]
+    windows = []
+    for i, start in enumerate(starts):
+        end = start + max_length
+        # Hand over in the middle of the overlap with the next window.
+        own_start = 0 if i == 0 else windows[-1][3]
+        own_end = length if i == len(starts) - 1 else (starts[i + 1] + end) // 2
+        windows.append((start, end, own_start, own_end))
+    return windows
+
+
+@dataclass
+class WindowBatch:
+    """Index tensors that turn the flat (N, C) token matrix into padded windows
+    and back. Built in numpy, moved to the input's device once."""
+
+    chunks: List[Tuple[torch.Tensor, torch.Tensor]]  # (gather index (B, T), mask (B, T)) per chunk
+    output_index: torch.Tensor  # (N,) row of each token in the concatenated chunk outputs
+
+
+def build_window_batch(
+    lengths: List[int], max_length: int, overlap: int, max_batch_tokens: int, device: torch.device
+) -> WindowBatch:
+    n_tokens = sum(lengths)
+    # Per window: (doc offset + start, size, doc offset + own_start, own size,
+    # own offset in the window).
+    windows = []
+    offset = 0
+    for length in lengths:
+        for start, end, own_start, own_end in plan_windows(length, max_length, overlap):
+            windows.append(
+                (
+                    offset + start,
+                    end - start,
+                    offset + own_start,
+                    own_end - own_start,
+                    own_start - start,
+                )
+            )
+        offset += length
+    # Sort by size so that chunks hold windows of similar length (little padding).
+    windows.sort(key=lambda w: w[1])
+    output_index = numpy.zeros((n_tokens,), dtype="int64")
+    chunks = []
+    row = 0  # row in the concatenated (sum of B*T over chunks, C) outputs
+    i = 0
+    while i < len(windows):
+        # Windows are sorted by size, so windows[j] sets T once it is added.
+        j = i + 1
+        while j < len(windows) and (j - i + 1) * windows[j][1] <= max_batch_tokens:
+            j += 1
+        group = windows[i:j]
+        T = group[-1][1]
+        gather = numpy.full((len(group), T), n_tokens, dtype="int64")  # n_tokens -> zero row
+        mask = numpy.zeros((len(group), T), dtype=bool)
+        for b, (start, size, own_start, own_size, own_offset) in enumerate(group):
+            gather[b, :size] = numpy.arange(start, start + size)
+            mask[b, :size] = True
+            output_index[own_start : own_start + own_size] = (
+                row + b * T + own_offset + numpy.arange(own_size)
+            )
+        chunks.append((torch.from_numpy(gather).to(device), torch.from_numpy(mask).to(device)))
+        row += len(group) * T
+        i = j
+    return WindowBatch(chunks=chunks, output_index=torch.from_numpy(output_index).to(device))
+
+
+class WindowedEncoder(torch.nn.Module):
+    """Run a `TransformerEncoderModule` over the windows of a `WindowBatch`.
+
+    Takes and returns flat (N, C) token matrices, which is what the thinc side
+    has; the padded windows only exist inside this forward pass.
+    """
+
+    def __init__(self, encoder: TransformerEncoderModule):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, X: torch.Tensor, *, batch: WindowBatch) -> torch.Tensor:
+        register_fork_hook()  # a flag check after the first call
+        # X: (N, C). Append a zero row for the padding positions to gather.
+        X = torch.cat([X, X.new_zeros((1, X.shape[1]))])
+        outputs = []
+        for gather, mask in batch.chunks:
+            Y = self.encoder(X[gather], mask)  # (B, T, C)
+            outputs.append(Y.reshape(-1, Y.shape[-1]))
+        # Under autocast the encoder may return half precision; thinc wants float32.
+        return torch.cat(outputs)[batch.output_index].float()  # (N, C)
+
+
+def convert_inputs(
+    model: Model,
+    X: List[Floats2d],
+    is_train: bool,
+    *,
+    windows: WindowConfig,
+) -> Tuple[ArgsKwargs, Callable[[ArgsKwargs], List[Floats2d]]]:
+    """Flatten the docs and plan their windows. The window settings are bound
+    from the config (functools.partial), not stored as model attrs, so a
+    loaded model uses the settings of the config it is loaded with."""
+    lengths = [len(x) for x in X]
+    Xt = xp2torch(model.ops.flatten(X), requires_grad=is_train)
+    batch = build_window_batch(
+        lengths, windows.max_length, windows.window_overlap, windows.max_batch_tokens, Xt.device
+    )
+
+    def convert_for_backprop(d_inputs: ArgsKwargs) -> List[Floats2d]:
+        return model.ops.unflatten(torch2xp(d_inputs.args[0]), lengths)
+
+    return ArgsKwargs(args=(Xt,), kwargs={"batch": batch}), convert_for_backprop
+
+
+def convert_outputs(
+    model: Model, inputs_outputs: Tuple[List[Floats2d], torch.Tensor], is_train: bool
+) -> Tuple[List[Floats2d], Callable[[List[Floats2d]], ArgsKwargs]]:
+    X, Yt = inputs_outputs
+    lengths = [len(x) for x in X]
+    Y = model.ops.unflatten(torch2xp(Yt), lengths)
+
+    def convert_for_torch_backward(dY: List[Floats2d]) -> ArgsKwargs:
+        dYt = xp2torch(model.ops.flatten(dY))
+        return ArgsKwargs(args=(Yt,), kwargs={"grad_tensors": dYt})
+
+    return Y, convert_for_torch_backward

@@ -1,0 +1,1 @@
+"""The `vanilla_ner` pipeline component."""

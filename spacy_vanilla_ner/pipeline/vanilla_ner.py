@@ -1,0 +1,422 @@
+"""The `vanilla_ner` component: per-token BILUO tagging that writes `doc.ents`."""
+
+from itertools import islice
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy
+from spacy.language import Language
+from spacy.pipeline import TrainablePipe
+from spacy.tokens import Doc, Span
+from spacy.training import Example, validate_examples, validate_get_examples
+from spacy.vocab import Vocab
+from thinc.api import Config, Model, chain
+from thinc.types import Floats2d, Ints1d
+
+from ..tagging.biluo import (
+    Constraints,
+    floored_log,
+    is_valid,
+    tag_id,
+    tag_names,
+    tags_to_spans,
+)
+from ..tagging.crf import build_crf_layer, crf_loss_and_gradient
+from ..tagging.viterbi import viterbi_batch
+
+# The default model: the recipe of configs/transformer_vner.cfg (hashed
+# features, TransformerEncoder.v2, CRF; docs/benchmarks.md). Every other setting
+# is left to the builders' signatures, which spaCy fills in.
+DEFAULT_CONFIG_STR = """
+[model]
+@architectures = "spacy-vanilla-ner.NERTagger.v1"
+
+[model.tok2vec]
+@architectures = "spacy.Tok2Vec.v2"
+
+[model.tok2vec.embed]
+@architectures = "spacy.MultiHashEmbed.v2"
+width = 128
+attrs = ["NORM", "PREFIX", "SUFFIX", "SHAPE"]
+rows = [5000, 1000, 2500, 2500]
+include_static_vectors = false
+
+[model.tok2vec.encode]
+@architectures = "spacy-vanilla-ner.TransformerEncoder.v2"
+width = 128
+depth = 2
+n_heads = 4
+ff_width = 256
+dropout = 0.3
+"""
+DEFAULT_MODEL = Config().from_str(DEFAULT_CONFIG_STR)["model"]
+
+
+@Language.factory(
+    "vanilla_ner",
+    assigns=["doc.ents", "token.ent_iob", "token.ent_type"],
+    default_config={
+        "model": DEFAULT_MODEL,
+        "crf": True,
+        "label_smoothing": 0.0,
+        "scorer": {"@scorers": "spacy.ner_scorer.v1"},
+    },
+    default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
+)
+def make_vanilla_ner(
+    nlp: Language,
+    name: str,
+    model: Model[List[Doc], List[Floats2d]],
+    crf: bool,
+    label_smoothing: float,
+    scorer: Optional[Callable],
+) -> "VanillaNER":
+    """Create a `vanilla_ner` component: a tagger over BILUO tags whose output is
+    decoded into valid, non-overlapping entities.
+
+    model (Model[List[Doc], List[Floats2d]]): Per-token tag probabilities, e.g.
+        `spacy-vanilla-ner.NERTagger.v1`; `nO` is set at initialize.
+    crf (bool): Train and decode with a linear-chain CRF (learned transition
+        scores) instead of constrained Viterbi over the softmax alone.
+    label_smoothing (float): Label smoothing for the softmax loss (ignored with crf).
+    scorer (Optional[Callable]): Scoring method; `spacy.ner_scorer.v1` by default.
+    """
+    return VanillaNER(
+        nlp.vocab, model, name, crf=crf, label_smoothing=label_smoothing, scorer=scorer
+    )
+
+
+class VanillaNER(TrainablePipe):
+    """Named entities from per-token BILUO tags, decoded under the BILUO rules."""
+
+    def __init__(
+        self,
+        vocab: Vocab,
+        model: Model,
+        name: str = "vanilla_ner",
+        *,
+        crf: bool = False,
+        label_smoothing: float = 0.0,
+        scorer: Optional[Callable] = None,
+    ) -> None:
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"[{name}] label_smoothing must be in [0, 1), got {label_smoothing}.")
+        if crf:
+            wrapped = chain(model, build_crf_layer())
+            for ref in model.ref_names:
+                wrapped.set_ref(ref, model.get_ref(ref))
+            wrapped.set_ref("crf", wrapped.layers[-1])
+            model = wrapped
+        if not model.has_ref("output_layer"):
+            raise ValueError(
+                f"[{name}] the model needs an 'output_layer' reference to its softmax, as "
+                f"spacy-vanilla-ner.NERTagger.v1 and spaCy's tagger models have."
+            )
+        self.vocab = vocab
+        self.model = model
+        self.name = name
+        self.cfg: Dict = {"labels": [], "crf": crf, "label_smoothing": label_smoothing}
+        self.scorer = scorer
+        # Docs whose highest-scoring tags per token broke the BILUO rules and
+        # were repaired by the decoder (a diagnostic; not saved).
+        self.n_repaired = 0
+
+    @property
+    def labels(self) -> Tuple[str, ...]:
+        return tuple(self.cfg["labels"])
+
+    @property
+    def label_data(self) -> List[str]:
+        return list(self.labels)
+
+    @property
+    def tag_names(self) -> List[str]:
+        return tag_names(self.labels)
+
+    @property
+    def _is_initialized(self) -> bool:
+        output_layer = self.model.get_ref("output_layer")
+        return output_layer.has_param("W") and output_layer.get_param("W") is not None
+
+    def add_label(self, label: str) -> int:
+        """Add an entity label; a trained model keeps what it learned for the others.
+
+        RETURNS (int): 0 if the label was already present, else 1.
+        """
+        if (
+            not isinstance(label, str)
+            or not label
+            or label == "O"
+            or any(c.isspace() for c in label)
+        ):
+            raise ValueError(
+                f"[{self.name}] invalid entity label {label!r}: use a non-empty string "
+                f"without whitespace, other than 'O'."
+            )
+        if label in self.labels:
+            return 0
+        self.cfg["labels"].append(label)
+        self.vocab.strings.add(label)
+        self._resize(len(self.tag_names))
+        return 1
+
+    def _resize(self, n_tags: int) -> None:
+        # Tags of a new label are appended, so old rows keep their meaning.
+        if self.model.has_ref("crf"):
+            crf = self.model.get_ref("crf")
+            if crf.has_param("transitions"):
+                crf, old_params = self._replace_layer(crf, n_tags)
+                for name in ("transitions", "start", "end"):
+                    old = old_params[name]
+                    new = (
+                        crf.ops.alloc2f(n_tags, n_tags)
+                        if name == "transitions"
+                        else crf.ops.alloc1f(n_tags)
+                    )
+                    new[tuple(slice(0, n) for n in old.shape)] = old
+                    crf.set_param(name, new)
+            else:
+                crf.set_dim("nO", n_tags, force=True)
+        output_layer = self.model.get_ref("output_layer")
+        if self._is_initialized:
+            output_layer, old_params = self._replace_layer(output_layer, n_tags)
+            for name in ("W", "b"):
+                old = old_params[name]
+                new = output_layer.ops.alloc((n_tags,) + old.shape[1:], dtype=old.dtype)
+                new[: old.shape[0]] = old
+                output_layer.set_param(name, new)
+        elif output_layer.has_dim("nO"):
+            output_layer.set_dim("nO", n_tags, force=True)
+        else:
+            return  # nO is set at initialize
+        # Layers whose output is the tags (the chains around the softmax).
+        heads = {self.model.get_ref("output_layer").id}
+        if self.model.has_ref("crf"):
+            heads.add(self.model.get_ref("crf").id)
+
+        def outputs_tags(node: Model) -> bool:
+            return node.id in heads or (bool(node.layers) and outputs_tags(node.layers[-1]))
+
+        for node in self.model.walk():
+            if outputs_tags(node) and node.has_dim("nO"):
+                node.set_dim("nO", n_tags, force=True)
+
+    def _replace_layer(self, old: Model, n_tags: int) -> Tuple[Model, Dict[str, Floats2d]]:
+        """A fresh copy of a parameterised layer with nO = n_tags, swapped in
+        for `old` everywhere. RETURNS the new layer and the old layer's parameters.
+
+        A new layer rather than new arrays in the old one: thinc refuses to
+        change a dimension of a layer that has parameters, and the optimizer
+        keys its state (Adam moments, averages) by layer id, so a new id starts
+        that state afresh at the new shape. thinc has no public accessor for a
+        layer's forward function, hence `old._func`; thinc's own
+        `resize_linear_weighted` (thinc.layers.resizable) copies a layer the
+        same way. The swap itself uses the public `Model.replace_node`.
+        """
+        dims = {name: old.maybe_get_dim(name) for name in old.dim_names}
+        dims["nO"] = n_tags
+        new = Model(
+            old.name,
+            old._func,
+            init=old.init,
+            dims=dims,
+            params={name: None for name in old.param_names},
+            attrs=dict(old.attrs),
+        )
+        old_params = {name: old.get_param(name) for name in old.param_names}
+        self.model.replace_node(old, new)
+        return new, old_params
+
+    def initialize(
+        self,
+        get_examples: Callable[[], Iterable[Example]],
+        *,
+        nlp: Optional[Language] = None,
+        labels: Optional[Sequence[str]] = None,
+    ) -> None:
+        """Set the labels (given, or read from the examples' entities) and
+        initialize the model.
+
+        get_examples (Callable[[], Iterable[Example]]): Returns gold-standard examples.
+        nlp (Optional[Language]): The pipeline.
+        labels (Optional[Sequence[str]]): Entity labels, e.g. from `spacy init labels`.
+        """
+        validate_get_examples(get_examples, f"{type(self).__name__}.initialize")
+        examples = list(get_examples())
+        if labels is not None:
+            for label in labels:
+                self.add_label(label)
+        else:
+            found = sorted({ent.label_ for eg in examples for ent in eg.reference.ents})
+            for label in found:
+                self.add_label(label)
+        if not self.labels:
+            raise ValueError(
+                f"[{self.name}] no entity labels: the training examples have no entities "
+                f"and no labels were given. Pass labels (e.g. [initialize.components."
+                f"{self.name}] labels = ...) or train on data with entities."
+            )
+        n_tags = len(self.tag_names)
+        output_layer = self.model.get_ref("output_layer")
+        if output_layer.has_dim("nO") and output_layer.get_dim("nO") != n_tags:
+            raise ValueError(
+                f"[{self.name}] the model's nO is {output_layer.get_dim('nO')}, but "
+                f"{len(self.labels)} labels need {n_tags} BILUO tags. Set nO = null in the "
+                f"model config so it is inferred."
+            )
+        output_layer.set_dim("nO", n_tags)
+        if self.model.has_ref("crf"):
+            self.model.get_ref("crf").set_dim("nO", n_tags, force=True)
+        doc_sample = [eg.predicted for eg in islice(examples, 10)]
+        if not doc_sample:
+            doc_sample = [Doc(self.vocab, words=["hello", "world"])]
+        self.model.initialize(X=doc_sample)
+
+    def predict(self, docs: Iterable[Doc]) -> List[Ints1d]:
+        """Best valid BILUO tag ids per token.
+
+        RETURNS (List[Ints1d]): One array of tag ids per doc.
+        """
+        docs = list(docs)
+        if not self._is_initialized or not self.labels:
+            # An untrained component predicts no entities.
+            return [numpy.zeros((len(doc),), dtype="int64") for doc in docs]
+        if not any(len(doc) for doc in docs):
+            return [numpy.zeros((len(doc),), dtype="int64") for doc in docs]
+        scores = self.model.predict(docs)
+        log_probs = [self._log_probs(s) for s in scores]
+        is_space = [_space_mask(doc) for doc in docs]
+        constraints = self._constraints()
+        paths = viterbi_batch(log_probs, constraints, is_space)
+        self.n_repaired += _count_invalid_argmax(log_probs, is_space, len(self.labels))
+        return paths
+
+    def _log_probs(self, probs: Floats2d) -> numpy.ndarray:
+        return floored_log(self.model.ops.to_numpy(probs))
+
+    def _constraints(self) -> Constraints:
+        n_labels = len(self.labels)
+        if self.cfg["crf"]:
+            crf = self.model.get_ref("crf")
+            to_numpy = self.model.ops.to_numpy
+            return Constraints(
+                n_labels,
+                to_numpy(crf.get_param("transitions")),
+                to_numpy(crf.get_param("start")),
+                to_numpy(crf.get_param("end")),
+            )
+        return Constraints(n_labels)
+
+    def set_annotations(self, docs: Iterable[Doc], tag_ids: List[Ints1d]) -> None:
+        """Write the decoded entities to `doc.ents`. Entities already on the doc
+        (e.g. from an entity_ruler) are kept; predictions overlapping them are not added.
+        """
+        labels = self.labels
+        for doc, tags in zip(docs, tag_ids):
+            preset = list(doc.ents)
+            taken = numpy.zeros((len(doc),), dtype=bool)
+            for ent in preset:
+                taken[ent.start : ent.end] = True
+            predicted = [
+                Span(doc, start, end, label=labels[label])
+                for start, end, label in tags_to_spans(tags)
+                if not taken[start:end].any()
+            ]
+            doc.set_ents(preset + predicted, default="outside")
+
+    def get_loss(
+        self, examples: Iterable[Example], scores: List[Floats2d]
+    ) -> Tuple[float, List[Floats2d]]:
+        """Cross-entropy (or CRF negative log-likelihood) of the gold BILUO tags.
+        Tokens with no gold tag (missing or misaligned annotation, unknown
+        labels) do not contribute.
+
+        RETURNS (Tuple[float, List[Floats2d]]): The loss and the gradient of the scores.
+        """
+        examples = list(examples)
+        validate_examples(examples, f"{type(self).__name__}.get_loss")
+        golds = [self._gold_tags(eg) for eg in examples]
+        if self.cfg["crf"]:
+            loss, d_scores = self._crf_loss(scores, golds, examples)
+        else:
+            loss, d_scores = self._softmax_loss(scores, golds)
+        if not numpy.isfinite(loss):
+            raise ValueError(
+                f"[{self.name}] the loss is {loss}: training diverged. Lower the learning "
+                f"rate, add warmup or gradient clipping, or for mixed precision enable the "
+                f"grad scaler (grad_scaler_config)."
+            )
+        return loss, [self.model.ops.asarray2f(d) for d in d_scores]
+
+    def _gold_tags(self, eg: Example) -> numpy.ndarray:
+        gold = numpy.full((len(eg.predicted),), -1, dtype="int64")
+        aligned = eg.get_aligned_ner()
+        if aligned is None:
+            return gold
+        label_index = {label: i for i, label in enumerate(self.labels)}
+        for i, tag in enumerate(aligned):
+            if tag == "O":
+                gold[i] = 0
+            elif tag and len(tag) > 2 and tag[1] == "-" and tag[2:] in label_index:
+                gold[i] = tag_id(tag[0], label_index[tag[2:]])
+            # None (misaligned), "-" / "" (missing) and unknown labels stay -1.
+        return gold
+
+    def _softmax_loss(self, scores: List[Floats2d], golds: List[numpy.ndarray]):
+        smoothing = self.cfg["label_smoothing"]
+        loss = 0.0
+        d_scores = []
+        for probs, gold in zip(scores, golds):
+            probs = self.model.ops.to_numpy(probs)
+            n_tags = probs.shape[1] if probs.ndim == 2 else len(self.tag_names)
+            known = gold >= 0
+            target = numpy.zeros((len(gold), n_tags), dtype="float32")
+            target[known, gold[known]] = 1.0
+            if smoothing:
+                target[known] = target[known] * (1 - smoothing) + smoothing / n_tags
+            d = numpy.where(known[:, None], probs - target, 0.0).astype("float32")
+            loss += float(-(target[known] * floored_log(probs[known])).sum())
+            d_scores.append(d)
+        return loss, d_scores
+
+    def _crf_loss(
+        self, scores: List[Floats2d], golds: List[numpy.ndarray], examples: List[Example]
+    ):
+        constraints = self._constraints()
+        n_tags = constraints.n_tags
+        d_scores = [numpy.zeros((0, n_tags), dtype="float32") for _ in golds]
+        nonempty = [i for i, gold in enumerate(golds) if len(gold)]
+        if not nonempty:
+            return 0.0, d_scores
+        result = crf_loss_and_gradient(
+            [self._log_probs(scores[i]) for i in nonempty],
+            [golds[i] for i in nonempty],
+            constraints,
+            [_space_mask(examples[i].predicted) for i in nonempty],
+        )
+        for i, d_em in zip(nonempty, result.d_emissions):
+            # The emissions are log-softmax outputs and each row of d_em sums
+            # to zero, so d_em is also the gradient of the softmax's logits,
+            # which is what Softmax_v2's backward pass expects.
+            d_scores[i] = d_em.astype("float32")
+        crf = self.model.get_ref("crf")
+        crf.inc_grad("transitions", crf.ops.asarray2f(result.d_transitions))
+        crf.inc_grad("start", crf.ops.asarray1f(result.d_start))
+        crf.inc_grad("end", crf.ops.asarray1f(result.d_end))
+        loss = result.loss
+        return loss, d_scores
+
+
+def _space_mask(doc: Doc) -> numpy.ndarray:
+    if not len(doc):
+        return numpy.zeros((0,), dtype=bool)
+    return doc.to_array("IS_SPACE").astype(bool)
+
+
+def _count_invalid_argmax(
+    log_probs: List[numpy.ndarray], is_space: List[numpy.ndarray], n_labels: int
+) -> int:
+    """How many docs' per-token argmax tags break the BILUO rules (repaired by decoding)."""
+    return sum(
+        not is_valid(scores.argmax(axis=1), n_labels, space)
+        for scores, space in zip(log_probs, is_space)
+    )

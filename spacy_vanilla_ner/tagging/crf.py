@@ -1,0 +1,146 @@
+"""A linear-chain CRF over BILUO tags: its loss and gradients for a batch of
+docs (torch, batched), and the thinc layer that holds the learned transition
+scores."""
+
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple
+
+import numpy
+import torch
+import torch.nn.functional as F
+from thinc.api import Model
+from thinc.types import Floats2d
+
+from .biluo import NEG_INF, Constraints
+
+TINY = 1e-300  # float64: a floor for the normaliser of a doc with no valid path
+
+
+@dataclass
+class CRFGradient:
+    """The CRF loss of a batch and its gradients (summed over the docs)."""
+
+    loss: float
+    d_emissions: List[numpy.ndarray]  # (T_i, K) per doc
+    d_transitions: numpy.ndarray  # (K, K)
+    d_start: numpy.ndarray  # (K,)
+    d_end: numpy.ndarray  # (K,)
+
+
+def _log_partition(
+    emissions: torch.Tensor,
+    lengths: torch.Tensor,
+    trans: torch.Tensor,
+    start: torch.Tensor,
+    end: torch.Tensor,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The forward algorithm over a padded batch, in probability space with the
+    scores rescaled at every step: one (B, K) x (K, K) matmul per token, instead
+    of a (B, K, K) logsumexp.
+
+    emissions (torch.Tensor): (B, T, K) scores; NEG_INF rules a tag out.
+    lengths (torch.Tensor): (B,) doc lengths, at least 1.
+    RETURNS (Tuple[torch.Tensor, torch.Tensor]): log Z (B,), and (B,) bool: whether
+        the doc has any valid path (where not, its log Z is meaningless).
+    """
+    B, T, K = emissions.shape
+    # Tags scored NEG_INF are impossible, not merely unlikely: keep them at
+    # probability 0 whatever the shift (a row may hold nothing but NEG_INF).
+    possible = emissions > NEG_INF / 2
+    shift = emissions.detach().masked_fill(~possible, float("-inf")).amax(dim=2, keepdim=True)
+    shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))  # (B, T, 1)
+    probs = torch.where(possible, torch.exp(emissions - shift), torch.zeros_like(emissions))
+    step_matrix = torch.exp(trans)  # NEG_INF transitions -> 0
+    alpha = torch.exp(start)[None, :] * probs[:, 0]  # (B, K)
+    log_scale = shift[:, 0, 0]
+    alive = torch.ones(B, dtype=torch.bool, device=emissions.device)
+    for t in range(1, T):
+        total = alpha.sum(dim=1, keepdim=True)
+        alive = alive & (total[:, 0] > 0)
+        total = total.clamp_min(TINY)
+        active = t < lengths
+        following = ((alpha / total) @ step_matrix) * probs[:, t]
+        log_scale = torch.where(active, log_scale + torch.log(total[:, 0]) + shift[:, t, 0], log_scale)
+        alpha = torch.where(active[:, None], following, alpha)
+    total = (alpha * torch.exp(end)[None, :]).sum(dim=1)
+    alive = alive & (total > 0)
+    return log_scale + torch.log(total.clamp_min(TINY)), alive
+
+
+def crf_loss_and_gradient(
+    log_probs: Sequence[numpy.ndarray],
+    golds: Sequence[numpy.ndarray],
+    constraints: Constraints,
+    is_space: Optional[Sequence[Optional[numpy.ndarray]]] = None,
+) -> CRFGradient:
+    """Negative log-likelihood of the gold tags under the CRF, for a batch of
+    docs, with its gradients (torch autograd over the forward algorithm, in
+    float64 on the CPU; tested against forward-backward marginals and brute
+    force in tests/tagging/test_crf.py).
+
+    Missing gold tags (-1) are marginalised over, so a doc with some missing
+    tokens is trained only on what is known. A doc whose gold tags break the
+    BILUO rules (e.g. an entity starting on whitespace) has no valid path: it
+    adds nothing to the loss or the gradients.
+
+    log_probs (Sequence[numpy.ndarray]): (T_i, K) emission scores per doc, T_i >= 1.
+    golds (Sequence[numpy.ndarray]): (T_i,) tag ids per doc, -1 for missing.
+    is_space (Optional[Sequence[Optional[numpy.ndarray]]]): (T_i,) bool per doc.
+    RETURNS (CRFGradient): The summed loss, d_emissions per doc and the
+        gradients of the transition, start and end scores.
+    """
+    K = constraints.n_tags
+    lengths = [len(scores) for scores in log_probs]
+    if is_space is None:
+        is_space = [None] * len(log_probs)
+    B, T = len(lengths), max(lengths)
+    emissions = numpy.zeros((B, T, K))
+    gold = numpy.full((B, T), -1, dtype="int64")
+    for b, (scores, doc_gold, space) in enumerate(zip(log_probs, golds, is_space)):
+        emissions[b, : len(scores)] = constraints.emissions(scores, space)
+        gold[b, : len(doc_gold)] = doc_gold
+    with torch.enable_grad():
+        em = torch.from_numpy(emissions).requires_grad_()
+        trans, start, end = (
+            torch.from_numpy(numpy.array(x, dtype="float64")).requires_grad_()
+            for x in (constraints.trans, constraints.start, constraints.end)
+        )
+        lengths_t = torch.tensor(lengths)
+        gold_t = torch.from_numpy(gold)
+        # Each token may take its gold tag, or any tag where the gold is missing.
+        keep = (gold_t < 0)[..., None] | F.one_hot(gold_t.clamp(min=0), K).bool()
+        log_z, _ = _log_partition(em, lengths_t, trans, start, end)
+        log_z_gold, valid = _log_partition(
+            em.masked_fill(~keep, NEG_INF), lengths_t, trans, start, end
+        )
+        nll = torch.where(valid, log_z - log_z_gold, torch.zeros_like(log_z))
+        loss = nll.sum()
+        loss.backward()
+    d_em = em.grad.numpy()  # type: ignore[union-attr]
+    return CRFGradient(
+        loss=float(loss.detach()),
+        d_emissions=[d_em[b, :n] for b, n in enumerate(lengths)],
+        d_transitions=trans.grad.numpy(),  # type: ignore[union-attr]
+        d_start=start.grad.numpy(),  # type: ignore[union-attr]
+        d_end=end.grad.numpy(),  # type: ignore[union-attr]
+    )
+
+
+def build_crf_layer() -> Model[List[Floats2d], List[Floats2d]]:
+    """The CRF's transition scores, as a thinc layer so that they are trained by
+    the optimizer and saved with the model. Its forward pass is the identity:
+    the component uses the scores in its loss and decoder."""
+    return Model(
+        "vanilla_ner_crf",
+        lambda model, X, is_train: (X, lambda dY: dY),
+        init=_init_crf,
+        dims={"nO": None},
+        params={"transitions": None, "start": None, "end": None},
+    )
+
+
+def _init_crf(model: Model, X=None, Y=None) -> None:
+    n = model.get_dim("nO")
+    model.set_param("transitions", model.ops.alloc2f(n, n))
+    model.set_param("start", model.ops.alloc1f(n))
+    model.set_param("end", model.ops.alloc1f(n))

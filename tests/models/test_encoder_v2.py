@@ -1,0 +1,127 @@
+"""TransformerEncoder.v2: the local convolution and word dropout."""
+
+import numpy
+import pytest
+import spacy
+import torch
+from thinc.api import fix_random_seed
+
+from spacy_vanilla_ner.models.encoder import build_transformer_encoder_v2
+from spacy_vanilla_ner.models.torch_encoder import EncoderConfig, TransformerEncoderModule
+from tests.helpers import ENCODER_WIDTH, encoder_inputs, encoder_module, fixture_examples, train
+
+
+def make_module(**kwargs):
+    fix_random_seed(0)
+    settings = dict(width=16, depth=2, n_heads=2, dropout=0.0, attention_dropout=0.0)
+    settings.update(kwargs)
+    module = TransformerEncoderModule(EncoderConfig(**settings))
+    with torch.no_grad():  # weights large enough that the convolution matters
+        for p in module.parameters():
+            if p.dim() > 1:
+                torch.nn.init.normal_(p, std=0.3)
+    return module.eval()
+
+
+@pytest.mark.parametrize("norm_first", [True, False])
+@pytest.mark.parametrize("kernel", [3, 5])
+def test_doc_output_does_not_depend_on_batch_mates(norm_first, kernel):
+    module = make_module(conv_kernel=kernel, norm_first=norm_first)
+    X = torch.randn(3, 9, 16)
+    mask = torch.ones(3, 9, dtype=torch.bool)
+    mask[1, 4:] = False
+    mask[2, 1:] = False
+    Y = module(X, mask)
+    for b, n in ((1, 4), (2, 1)):
+        alone = module(X[b : b + 1, :n], mask[b : b + 1, :n])[0]
+        torch.testing.assert_close(Y[b, :n], alone, atol=1e-5, rtol=1e-5)
+    assert (Y[1, 4:] == 0).all()  # padding rows are zero
+
+
+def test_convolution_reaches_neighbours_only():
+    """The convolution alone (attention's output zeroed, no positions): changing
+    token 0 changes tokens 0 and 1 (kernel 3), and nothing further away."""
+    module = make_module(conv_kernel=3, depth=1, positions="none")
+    with torch.no_grad():
+        module.layers[0].attention.output.weight.zero_()
+        module.layers[0].attention.output.bias.zero_()
+    X = torch.randn(1, 8, 16)
+    mask = torch.ones(1, 8, dtype=torch.bool)
+    Y = module(X, mask)
+    X2 = X.clone()
+    X2[0, 0] += torch.randn(16)  # not a constant shift, which LayerNorm removes
+    changed = (module(X2, mask) - Y).abs().amax(dim=-1)[0]
+    assert changed[:2].min() > 1e-4
+    assert changed[2:].max() == 0
+
+
+def test_token_dropout_only_while_training():
+    module = make_module(conv_kernel=3, token_dropout=0.5)
+    X = torch.randn(2, 12, 16)
+    mask = torch.ones(2, 12, dtype=torch.bool)
+    torch.testing.assert_close(module(X, mask), module(X, mask))  # eval: deterministic
+    module.train()
+    torch.manual_seed(0)
+    first = module(X, mask)
+    torch.manual_seed(1)
+    assert not torch.allclose(first, module(X, mask))
+    # A token dropped at the input behaves as a zero vector.
+    torch.manual_seed(0)
+    keep = torch.rand(X.shape[:2]) >= 0.5
+    torch.manual_seed(0)
+    dropped = module(X, mask)
+    module.eval()
+    torch.testing.assert_close(dropped.detach(), module(X * keep[..., None], mask), atol=1e-5, rtol=1e-5)
+
+
+def test_v1_settings_build_v1_state_dict():
+    """conv_kernel = 0 adds no parameters: v1 models load as before."""
+    v1 = make_module()
+    v2 = make_module(conv_kernel=3)
+    assert set(v1.state_dict()) < set(v2.state_dict())
+    extra = set(v2.state_dict()) - set(v1.state_dict())
+    assert all(".conv" in key for key in extra)
+
+
+@pytest.mark.parametrize("kernel", [2, -1, 1.5])
+def test_bad_conv_kernel_is_explained(kernel):
+    with pytest.raises(ValueError, match="conv_kernel must be 0"):
+        EncoderConfig(width=16, depth=1, n_heads=2, conv_kernel=kernel)
+
+
+def test_bad_token_dropout_is_explained():
+    with pytest.raises(ValueError, match="token_dropout must be in"):
+        EncoderConfig(width=16, depth=1, n_heads=2, token_dropout=1.0)
+
+
+def test_v2_builder_batches_like_single_docs():
+    fix_random_seed(0)
+    model = build_transformer_encoder_v2(ENCODER_WIDTH, 2, 4, dropout=0.0, attention_dropout=0.0)
+    model.initialize()
+    X = encoder_inputs([5, 1, 30, 0])
+    together = model.predict(X)
+    for x, y in zip(X, together):
+        numpy.testing.assert_allclose(model.predict([x])[0], y, atol=1e-5)
+    module = encoder_module(model).encoder
+    assert module.layers[0].conv is not None
+
+
+def test_default_vanilla_ner_uses_v2_and_learns():
+    """The component's default model is the recipe (encoder v2, CRF): it fits a
+    handful of WikiGold sentences and survives a bytes round trip."""
+    fix_random_seed(0)
+    nlp = spacy.blank("en")
+    nlp.add_pipe("vanilla_ner")
+    encode = nlp.config["components"]["vanilla_ner"]["model"]["tok2vec"]["encode"]
+    assert encode["@architectures"] == "spacy-vanilla-ner.TransformerEncoder.v2"
+    assert nlp.config["components"]["vanilla_ner"]["crf"] is True
+    examples = fixture_examples(nlp, limit=20)
+    losses = train(nlp, examples, n_epochs=8, batch_size=10)
+    assert losses[-1] < 0.5 * losses[0]
+    texts = [eg.reference.text for eg in examples[:5]]
+    before = [[(e.start, e.end, e.label_) for e in doc.ents] for doc in nlp.pipe(texts)]
+    nlp2 = spacy.blank("en")
+    nlp2.add_pipe("vanilla_ner")
+    nlp2.from_bytes(nlp.to_bytes())
+    after = [[(e.start, e.end, e.label_) for e in doc.ents] for doc in nlp2.pipe(texts)]
+    assert before == after

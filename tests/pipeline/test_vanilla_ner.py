@@ -1,0 +1,297 @@
+"""The vanilla_ner component, in the style of spaCy's test_overfitting_IO."""
+
+import random
+
+import numpy
+import pytest
+import spacy
+from spacy.tokens import Doc
+from spacy.training import Example
+from spacy.util import make_tempdir
+from thinc.api import Config, fix_random_seed
+
+from spacy_vanilla_ner.models.torch_encoder import EncoderConfig
+from spacy_vanilla_ner.models.windowing import WindowConfig
+from spacy_vanilla_ner.pipeline.vanilla_ner import DEFAULT_CONFIG_STR, _count_invalid_argmax
+from spacy_vanilla_ner.tagging.biluo import is_valid
+from tests.helpers import fixture_examples, tagger_model_with_encoder
+
+SMALL_MODEL = {
+    "@architectures": "spacy-vanilla-ner.NERTagger.v1",
+    "tok2vec": {
+        "@architectures": "spacy-vanilla-ner.TransformerTok2Vec.v1",
+        "width": 64,
+        "depth": 1,
+        "n_heads": 4,
+    },
+}
+
+
+# The forum experiment's budget, in epochs of 100 sentences.
+MAX_FORUM_EPOCHS = 60
+
+
+def overfit(nlp, examples, max_epochs, seed=0, batch_size=16):
+    """Train until train entity F1 is 1.0 and the epoch loss is < 1 % of the
+    first, for at most `max_epochs` epochs (checked every 5).
+    RETURNS (epochs, first loss, last loss, F1)."""
+    fix_random_seed(seed)
+    random.seed(seed)
+    optimizer = nlp.initialize(lambda: examples)
+    first = None
+    examples = list(examples)
+    for epoch in range(1, max_epochs + 1):
+        random.shuffle(examples)
+        losses = {}
+        for batch in spacy.util.minibatch(examples, batch_size):
+            nlp.update(batch, sgd=optimizer, losses=losses)
+        loss = sum(losses.values())
+        first = loss if first is None else first
+        if epoch % 5 == 0:
+            f1 = nlp.evaluate(examples)["ents_f"]
+            if f1 == 1.0 and loss < 0.01 * first:
+                return epoch, first, loss, f1
+    return epoch, first, loss, nlp.evaluate(examples)["ents_f"]
+
+
+@pytest.mark.parametrize("crf", [False, True])
+def test_forum_experiment_overfits_100_sentences(wikigold_100, crf):
+    """The forum question: a Transformer tagger that won't fit 100 sentences.
+    With the default settings it does, within a bounded number of epochs
+    (the work is bounded, not the wall clock: timings are for benchmarks)."""
+    nlp = spacy.blank("en")
+    nlp.add_pipe("vanilla_ner", config={"crf": crf})
+    examples = fixture_examples(nlp, path=wikigold_100)
+    assert len(examples) == 100
+    epochs, first, last, f1 = overfit(nlp, examples, max_epochs=MAX_FORUM_EPOCHS)
+    assert f1 == 1.0, (epochs, f1)
+    assert last < 0.01 * first
+
+
+@pytest.mark.slow
+def test_forum_experiment_with_spacy_bilstm(wikigold_100):
+    """The same experiment with spaCy's BiLSTM encoder, for comparison."""
+    nlp = spacy.blank("en")
+    bilstm = {
+        "@architectures": "spacy.TorchBiLSTMEncoder.v1",
+        "width": 128,
+        "depth": 2,
+        "dropout": 0.1,
+    }
+    nlp.add_pipe("vanilla_ner", config={"model": tagger_model_with_encoder(bilstm, 128)})
+    examples = fixture_examples(nlp, path=wikigold_100)
+    epochs, first, last, f1 = overfit(nlp, examples, max_epochs=60)
+    assert f1 == 1.0 and last < 0.01 * first
+
+
+@pytest.fixture(scope="module")
+def trained(wikigold_100):
+    nlp = spacy.blank("en")
+    nlp.add_pipe("vanilla_ner", config={"model": SMALL_MODEL})
+    examples = fixture_examples(nlp, limit=25, path=wikigold_100)
+    overfit(nlp, examples, max_epochs=40)
+    return nlp, examples
+
+
+TEXTS = [
+    "Ahmed Ali ( born 1951 ) is a Pakistani civil servant .",
+    "The album was released by Sony in Japan .",
+    "",
+    "   ",
+    "Emoji 😀 and RTL مرحبا and NUL \x00 and zero\u200bwidth in London .",
+    "x" * 5000 + " Paris",
+]
+
+
+def test_overfitting_IO(trained):
+    nlp, examples = trained
+    assert nlp.evaluate(examples)["ents_f"] > 0.9
+    docs = [nlp(text) for text in TEXTS]
+    expected = [[(e.start_char, e.end_char, e.label_) for e in doc.ents] for doc in docs]
+    with make_tempdir() as tmp:
+        nlp.to_disk(tmp)
+        loaded = spacy.load(tmp)
+    for text, ents in zip(TEXTS, expected):
+        assert [(e.start_char, e.end_char, e.label_) for e in loaded(text).ents] == ents
+    # Batching gives the same as one by one.
+    piped = [
+        [(e.start_char, e.end_char, e.label_) for e in d.ents]
+        for d in nlp.pipe(TEXTS, batch_size=4)
+    ]
+    assert piped == expected
+    # bytes round trip
+    reloaded = spacy.blank("en")
+    reloaded.add_pipe("vanilla_ner", config={"model": SMALL_MODEL})
+    reloaded.from_bytes(nlp.to_bytes())
+    assert [[(e.start, e.end, e.label_) for e in reloaded(t).ents] for t in TEXTS] == [
+        [(e.start, e.end, e.label_) for e in nlp(t).ents] for t in TEXTS
+    ]
+
+
+def test_odd_input_gives_valid_entities(trained):
+    nlp, _ = trained
+    ner = nlp.get_pipe("vanilla_ner")
+    for doc in nlp.pipe(TEXTS):
+        for ent in doc.ents:
+            assert 0 <= ent.start_char < ent.end_char <= len(doc.text)
+            assert not ent[0].is_space and not ent[-1].is_space
+    assert nlp("").ents == ()
+    assert len(ner.labels) == 4
+
+
+def test_train_eval_scores(trained):
+    nlp, examples = trained
+    scores = nlp.evaluate(examples)
+    for key in ("ents_f", "ents_p", "ents_r", "ents_per_type"):
+        assert key in scores
+    assert set(scores["ents_per_type"]) <= set(nlp.get_pipe("vanilla_ner").labels)
+
+
+def test_add_label_after_training_keeps_predictions(trained):
+    nlp, examples = trained
+    data = nlp.to_bytes()
+    copy = spacy.blank("en")
+    copy.add_pipe("vanilla_ner", config={"model": SMALL_MODEL})
+    copy.from_bytes(data)
+    before = [[(e.start, e.end, e.label_) for e in d.ents] for d in copy.pipe(TEXTS[:2])]
+    ner = copy.get_pipe("vanilla_ner")
+    assert ner.add_label("PRODUCT") == 1
+    assert ner.add_label("PRODUCT") == 0
+    assert ner.model.get_ref("output_layer").get_dim("nO") == 1 + 4 * 5
+    after = [[(e.start, e.end, e.label_) for e in d.ents] for d in copy.pipe(TEXTS[:2])]
+    assert after == before
+    # ...and it still trains and saves.
+    copy.update(examples[:4], sgd=copy.create_optimizer())
+    with make_tempdir() as tmp:
+        copy.to_disk(tmp)
+        assert spacy.load(tmp).get_pipe("vanilla_ner").labels[-1] == "PRODUCT"
+
+
+def test_preset_entities_are_kept(trained):
+    nlp, _ = trained
+    doc = nlp.make_doc("Ahmed Ali works for Sony in Japan .")
+    doc.ents = [doc.char_span(0, 9, label="CUSTOM")]
+    doc = nlp.get_pipe("vanilla_ner")(doc)
+    assert (0, 2, "CUSTOM") in [(e.start, e.end, e.label_) for e in doc.ents]
+
+
+def test_missing_annotation_is_not_outside():
+    nlp = spacy.blank("en")
+    ner = nlp.add_pipe("vanilla_ner", config={"model": SMALL_MODEL})
+    words = ["Sony", "sells", "in", "Japan"]
+    example = Example.from_dict(
+        Doc(nlp.vocab, words=words), {"entities": ["U-ORG", "-", "-", "U-LOC"]}
+    )
+    nlp.initialize(lambda: [example])
+    scores, _ = ner.model.begin_update([example.predicted])
+    loss, d_scores = ner.get_loss([example], scores)
+    assert numpy.abs(d_scores[0][1:3]).sum() == 0  # missing tokens: no gradient
+    assert numpy.abs(d_scores[0][0]).sum() > 0 and numpy.abs(d_scores[0][3]).sum() > 0
+
+
+def test_initialize_errors():
+    nlp = spacy.blank("en")
+    nlp.add_pipe("vanilla_ner", config={"model": SMALL_MODEL})
+    no_ents = Example.from_dict(nlp.make_doc("no entities here"), {"entities": []})
+    with pytest.raises(ValueError, match="vanilla_ner"):
+        nlp.initialize(lambda: [no_ents])
+    with pytest.raises(TypeError):
+        nlp.get_pipe("vanilla_ner").initialize([no_ents])
+    # Labels given explicitly: no examples needed.
+    nlp = spacy.blank("en")
+    ner = nlp.add_pipe("vanilla_ner", config={"model": SMALL_MODEL})
+    ner.initialize(lambda: [no_ents], labels=["PER", "ORG"])
+    assert ner.labels == ("PER", "ORG")
+    assert nlp("Some text").ents == ()
+
+
+def test_bad_labels_rejected():
+    ner = spacy.blank("en").add_pipe("vanilla_ner", config={"model": SMALL_MODEL})
+    for label in ["", "O", "TWO WORDS", 3]:
+        with pytest.raises(ValueError, match="invalid entity label"):
+            ner.add_label(label)
+
+
+def test_nan_loss_raises(trained):
+    nlp, examples = trained
+    ner = nlp.get_pipe("vanilla_ner")
+    scores = ner.model.predict([examples[0].predicted])
+    scores[0][:] = numpy.nan
+    with pytest.raises(ValueError, match="diverged"):
+        ner.get_loss(examples[:1], scores)
+
+
+def test_untrained_component_predicts_nothing():
+    nlp = spacy.blank("en")
+    nlp.add_pipe("vanilla_ner", config={"model": SMALL_MODEL})
+    assert nlp("Ahmed lives in Paris").ents == ()
+
+
+def test_predictions_are_valid_biluo(trained):
+    nlp, examples = trained
+    ner = nlp.get_pipe("vanilla_ner")
+    docs = [nlp.make_doc(eg.reference.text) for eg in examples[:10]] + [
+        nlp.make_doc(t) for t in TEXTS
+    ]
+    for doc, tags in zip(docs, ner.predict(docs)):
+        space = [t.is_space for t in doc]
+        assert is_valid(tags.tolist(), len(ner.labels), space)
+
+
+def test_crf_add_label_resizes_transitions_and_round_trips():
+    nlp = spacy.blank("en")
+    ner = nlp.add_pipe("vanilla_ner", config={"model": SMALL_MODEL, "crf": True})
+    example = Example.from_dict(
+        nlp.make_doc("Ahmed lives in Paris"), {"entities": [(0, 5, "PER"), (15, 20, "LOC")]}
+    )
+    optimizer = nlp.initialize(lambda: [example])
+    for _ in range(3):
+        nlp.update([example], sgd=optimizer)
+    old = ner.model.get_ref("crf").get_param("transitions").copy()
+    assert numpy.abs(old).sum() > 0  # the transitions are trained
+    ner.add_label("ORG")
+    new = ner.model.get_ref("crf").get_param("transitions")
+    assert new.shape == (13, 13)
+    numpy.testing.assert_array_equal(new[:9, :9], old)
+    nlp.update([example], sgd=optimizer)
+    expected = [(e.start, e.end, e.label_) for e in nlp("Ahmed lives in Paris").ents]
+    with make_tempdir() as tmp:
+        nlp.to_disk(tmp)
+        loaded = spacy.load(tmp)
+    assert loaded.get_pipe("vanilla_ner").labels == ("LOC", "PER", "ORG")
+    assert [(e.start, e.end, e.label_) for e in loaded("Ahmed lives in Paris").ents] == expected
+
+
+def test_default_config_states_only_the_size():
+    """DEFAULT_CONFIG_STR leaves every setting but the model's size to the
+    builders' signatures, and spaCy fills them in from there."""
+    config = Config().from_str(DEFAULT_CONFIG_STR)
+    assert set(config["model"]) == {"@architectures", "tok2vec"}
+    assert set(config["model"]["tok2vec"]) == {"@architectures", "width", "depth", "n_heads"}
+    nlp = spacy.blank("en")
+    nlp.add_pipe("vanilla_ner")
+    filled = nlp.config["components"]["vanilla_ner"]["model"]
+    assert filled["hidden_depth"] == 0 and filled["activation"] == "maxout"
+    tok2vec = filled["tok2vec"]
+    assert list(tok2vec["rows"]) == [5000, 1000, 2500, 2500]  # a tuple, from the signature
+    for name in ("dropout", "positions", "max_length", "ff_width"):
+        assert tok2vec[name] == getattr(EncoderConfig, name), name
+    for name in ("window_overlap", "max_batch_tokens"):
+        assert tok2vec[name] == getattr(WindowConfig, name), name
+
+
+def test_repair_count_uses_the_biluo_rules():
+    """`n_repaired` counts the docs whose argmax tags `is_valid` rejects."""
+    n_labels = 2
+    rng = numpy.random.default_rng(0)
+    scores = [rng.normal(size=(n, 1 + 4 * n_labels)) for n in (0, 1, 2, 3, 5, 8) * 20]
+    spaces = [rng.random(len(s)) < 0.3 for s in scores]
+    expected = sum(
+        not is_valid(s.argmax(axis=1), n_labels, space) for s, space in zip(scores, spaces)
+    )
+    assert 0 < expected < len(scores)
+    assert _count_invalid_argmax(scores, spaces, n_labels) == expected
+    # A whitespace token tagged U-: invalid only because of the whitespace rule.
+    u_tag = numpy.eye(1 + 4 * n_labels)[[4]]
+    assert _count_invalid_argmax([u_tag], [numpy.array([False])], n_labels) == 0
+    assert _count_invalid_argmax([u_tag], [numpy.array([True])], n_labels) == 1
