@@ -2,11 +2,15 @@
 with 1 and 2 workers and the Ray engine with 1 and 2 actors, on the same docs.
 
     python benchmarks/annotate.py --model PIPELINE [--n-docs 20000] [--batch-size 256]
-        [--runs local:1,local:2,ray:1,ray:2] [--output benchmarks/results/annotate.json]
+        [--runs local:1,local:1:1,local:2,ray:1,ray:2]
+        [--output benchmarks/results/annotate.json]
 
 The docs are the WikiGold sentences of assets/wikigold/ (train, dev and test), cycled
 in order to --n-docs and written once as JSONL with ids. Each run is a fresh
-process that calls `annotate()` on them with a JSONL file output, and reports:
+process that calls `annotate()` on them with a JSONL file output. A run is
+`engine:workers`, or `local:1:THREADS` for one local worker on THREADS torch threads
+(`local:1` keeps torch's default, all cores, as `annotate` does; local workers forked
+by `nlp.pipe` and Ray actors run one thread each). Each run reports:
 
 - docs/s: steady throughput, the docs after the first output divided by the time
   after it (on Ray a few batches are already in flight at that point, so use
@@ -115,7 +119,9 @@ def child(args: argparse.Namespace) -> None:
 
     from spacy_vanilla_ner.annotate import annotate
 
-    engine, workers = args.run.split(":")
+    engine, workers, *thread_count = args.run.split(":")
+    if thread_count:
+        torch.set_num_threads(int(thread_count[0]))
     poller = WorkerPeaks(engine)
     poller.start()
     stats = annotate(
@@ -206,7 +212,7 @@ def main() -> None:
     parser.add_argument("--model", required=True, help="A saved pipeline directory")
     parser.add_argument("--n-docs", type=int, default=20_000)
     parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--runs", default="local:1,local:2,ray:1,ray:2")
+    parser.add_argument("--runs", default="local:1,local:1:1,local:2,ray:1,ray:2")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     parser.add_argument("--_child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--run", help=argparse.SUPPRESS)
@@ -225,9 +231,10 @@ def main() -> None:
         )
     runs = args.runs.split(",")
     for run in runs:
-        engine, _, workers = run.partition(":")
-        if engine not in ("local", "ray") or not workers.isdigit():
-            parser.error(f"--runs: expected engine:workers such as ray:2, got {run!r}")
+        engine, *rest = run.split(":")
+        ok = engine in ("local", "ray") and 1 <= len(rest) <= 2 and all(x.isdigit() for x in rest)
+        if not ok or (len(rest) == 2 and run[:8] != "local:1:"):
+            parser.error(f"--runs: expected engine:workers (ray:2) or local:1:THREADS, got {run!r}")
     from vanilla_ner_experiments.machine import cpu_name, n_cpus, package_versions
 
     results = []

@@ -18,6 +18,7 @@ The script has no dependencies beyond the standard library. It prints the
 article indices of each split and a table of counts (articles, sentences,
 tokens and entities per type), as used in assets/wikigold/README.md.
 """
+
 import argparse
 import random
 import sys
@@ -124,9 +125,7 @@ def main() -> int:
     text = args.source.read_bytes().decode("utf-8")
     blocks = split_articles(text)
     assignment = assign_splits(len(blocks))
-    contents = {
-        name: "".join(blocks[i] for i in assignment[name]) for name in SPLITS
-    }
+    contents = {name: "".join(blocks[i] for i in assignment[name]) for name in SPLITS}
     ok = True
     for name in SPLITS:
         path = args.output / f"{name}.conll"

@@ -8,6 +8,7 @@ import pytest
 
 NAMES = [
     "spacy-vanilla-ner.TransformerEncoder.v1",
+    "spacy-vanilla-ner.TransformerEncoder.v2",
     "spacy-vanilla-ner.TransformerTok2Vec.v1",
     "spacy-vanilla-ner.NERTagger.v1",
 ]

@@ -28,6 +28,11 @@ MAX_TASK_RETRIES = 3
 # Data streams with backpressure, so this bounds memory, not the corpus size.
 LOCAL_OBJECT_STORE_BYTES = 512 * 1024**2
 INPUT_BLOCK_ROWS = 1024
+# Ray Data's blocks while annotating (its default is 128 MiB, hundreds of thousands of
+# short texts). Small blocks: an actor that dies loses one block of work, the work
+# spreads evenly over the actors to the end, and the first rows come out early. An
+# actor still gets at least --batch-size rows per call (Ray bundles small blocks).
+BLOCK_BYTES = 256 * 1024
 # Test hook (documented in docs/scale-out.md): when set to a file path, the first
 # actor to take a batch creates that file and exits hard, once, to prove that a
 # dead actor is restarted and its batch retried.
@@ -182,9 +187,14 @@ def run_ray(
             offsets[file.path] = total
             total += count_rows(file)
     context = ray.data.DataContext.get_current()
-    old = (context.execution_options.preserve_order, context.enable_progress_bars)
+    old = (
+        context.execution_options.preserve_order,
+        context.enable_progress_bars,
+        context.target_max_block_size,
+    )
     context.execution_options.preserve_order = preserve_order
     context.enable_progress_bars = progress
+    context.target_max_block_size = BLOCK_BYTES
     stats: Dict[str, Any] = {"ray_init_seconds": ray_init_seconds, "first_output_seconds": None}
     try:
         t1 = time.perf_counter()
@@ -229,7 +239,11 @@ def run_ray(
             stats.update(rows=writer.rows, errors=writer.errors, files=1)
         stats["seconds"] = time.perf_counter() - t1
     finally:
-        context.execution_options.preserve_order, context.enable_progress_bars = old
+        (
+            context.execution_options.preserve_order,
+            context.enable_progress_bars,
+            context.target_max_block_size,
+        ) = old
         if started:
             ray.shutdown()
     return stats

@@ -121,8 +121,10 @@ class EncoderConfig:
             )
         if self.activation not in ACTIVATIONS:
             fail(f"activation must be one of {tuple(ACTIVATIONS)}, got {self.activation!r}.")
-        if not isinstance(self.conv_kernel, int) or self.conv_kernel < 0 or (
-            self.conv_kernel and self.conv_kernel % 2 == 0
+        if (
+            not isinstance(self.conv_kernel, int)
+            or self.conv_kernel < 0
+            or (self.conv_kernel and self.conv_kernel % 2 == 0)
         ):
             fail(
                 f"conv_kernel must be 0 (no convolution) or an odd positive integer, "

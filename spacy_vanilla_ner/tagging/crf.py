@@ -60,7 +60,9 @@ def _log_partition(
         total = total.clamp_min(TINY)
         active = t < lengths
         following = ((alpha / total) @ step_matrix) * probs[:, t]
-        log_scale = torch.where(active, log_scale + torch.log(total[:, 0]) + shift[:, t, 0], log_scale)
+        log_scale = torch.where(
+            active, log_scale + torch.log(total[:, 0]) + shift[:, t, 0], log_scale
+        )
         alpha = torch.where(active[:, None], following, alpha)
     total = (alpha * torch.exp(end)[None, :]).sum(dim=1)
     alive = alive & (total > 0)
@@ -91,6 +93,17 @@ def crf_loss_and_gradient(
     """
     K = constraints.n_tags
     lengths = [len(scores) for scores in log_probs]
+    if not all(numpy.isfinite(scores).all() for scores in log_probs):
+        # NaN or inf scores: report a NaN loss (the component raises on it)
+        # rather than treating the tags as ruled out.
+        nan = float("nan")
+        return CRFGradient(
+            loss=nan,
+            d_emissions=[numpy.full((n, K), nan) for n in lengths],
+            d_transitions=numpy.full((K, K), nan),
+            d_start=numpy.full((K,), nan),
+            d_end=numpy.full((K,), nan),
+        )
     if is_space is None:
         is_space = [None] * len(log_probs)
     B, T = len(lengths), max(lengths)
@@ -115,14 +128,22 @@ def crf_loss_and_gradient(
         )
         nll = torch.where(valid, log_z - log_z_gold, torch.zeros_like(log_z))
         loss = nll.sum()
-        loss.backward()
-    d_em = em.grad.numpy()  # type: ignore[union-attr]
+        # No valid gold path in any doc: the loss is a constant 0, no gradient.
+        grads = (
+            torch.autograd.grad(loss, (em, trans, start, end), allow_unused=True)
+            if loss.requires_grad
+            else (None, None, None, None)
+        )
+    d_em, d_trans, d_start, d_end = (
+        numpy.zeros(tuple(x.shape)) if g is None else g.numpy()
+        for g, x in zip(grads, (em, trans, start, end))
+    )
     return CRFGradient(
         loss=float(loss.detach()),
         d_emissions=[d_em[b, :n] for b, n in enumerate(lengths)],
-        d_transitions=trans.grad.numpy(),  # type: ignore[union-attr]
-        d_start=start.grad.numpy(),  # type: ignore[union-attr]
-        d_end=end.grad.numpy(),  # type: ignore[union-attr]
+        d_transitions=d_trans,
+        d_start=d_start,
+        d_end=d_end,
     )
 
 

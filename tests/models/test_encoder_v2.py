@@ -71,7 +71,9 @@ def test_token_dropout_only_while_training():
     torch.manual_seed(0)
     dropped = module(X, mask)
     module.eval()
-    torch.testing.assert_close(dropped.detach(), module(X * keep[..., None], mask), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        dropped.detach(), module(X * keep[..., None], mask), atol=1e-5, rtol=1e-5
+    )
 
 
 def test_v1_settings_build_v1_state_dict():

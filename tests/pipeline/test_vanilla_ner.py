@@ -10,11 +10,11 @@ from spacy.training import Example
 from spacy.util import make_tempdir
 from thinc.api import Config, fix_random_seed
 
-from spacy_vanilla_ner.models.torch_encoder import EncoderConfig
+from spacy_vanilla_ner.models.encoder import ENCODER_V2_DEFAULTS
 from spacy_vanilla_ner.models.windowing import WindowConfig
 from spacy_vanilla_ner.pipeline.vanilla_ner import DEFAULT_CONFIG_STR, _count_invalid_argmax
 from spacy_vanilla_ner.tagging.biluo import is_valid
-from tests.helpers import fixture_examples, tagger_model_with_encoder
+from tests.helpers import REPO, fixture_examples, tagger_model_with_encoder
 
 SMALL_MODEL = {
     "@architectures": "spacy-vanilla-ner.NERTagger.v1",
@@ -64,8 +64,11 @@ def test_forum_experiment_overfits_100_sentences(wikigold_100, crf):
     examples = fixture_examples(nlp, path=wikigold_100)
     assert len(examples) == 100
     epochs, first, last, f1 = overfit(nlp, examples, max_epochs=MAX_FORUM_EPOCHS)
-    assert f1 == 1.0, (epochs, f1)
-    assert last < 0.01 * first
+    # The default encoder (v2) trains with word dropout, so the training loss
+    # keeps a floor and a rare token may stay wrong; the forum model is stuck
+    # near 0.88 (docs/why-vanilla-transformers-fail.md).
+    assert f1 >= 0.99, (epochs, f1)
+    assert last < 0.05 * first, (first, last)
 
 
 @pytest.mark.slow
@@ -175,9 +178,13 @@ def test_preset_entities_are_kept(trained):
     assert (0, 2, "CUSTOM") in [(e.start, e.end, e.label_) for e in doc.ents]
 
 
-def test_missing_annotation_is_not_outside():
+@pytest.mark.parametrize("crf", [False, True])
+def test_missing_annotation_is_not_outside(crf):
+    """Tokens with no gold tag are not trained as O: the loss is lower than with
+    O tags there. With the softmax they get no gradient; the CRF marginalises
+    over their tags, which does give them one."""
     nlp = spacy.blank("en")
-    ner = nlp.add_pipe("vanilla_ner", config={"model": SMALL_MODEL})
+    ner = nlp.add_pipe("vanilla_ner", config={"model": SMALL_MODEL, "crf": crf})
     words = ["Sony", "sells", "in", "Japan"]
     example = Example.from_dict(
         Doc(nlp.vocab, words=words), {"entities": ["U-ORG", "-", "-", "U-LOC"]}
@@ -185,7 +192,13 @@ def test_missing_annotation_is_not_outside():
     nlp.initialize(lambda: [example])
     scores, _ = ner.model.begin_update([example.predicted])
     loss, d_scores = ner.get_loss([example], scores)
-    assert numpy.abs(d_scores[0][1:3]).sum() == 0  # missing tokens: no gradient
+    outside = Example.from_dict(
+        Doc(nlp.vocab, words=words), {"entities": ["U-ORG", "O", "O", "U-LOC"]}
+    )
+    outside_loss, _ = ner.get_loss([outside], scores)
+    assert loss < outside_loss  # missing tokens are not scored as O
+    if not crf:
+        assert numpy.abs(d_scores[0][1:3]).sum() == 0  # missing tokens: no gradient
     assert numpy.abs(d_scores[0][0]).sum() > 0 and numpy.abs(d_scores[0][3]).sum() > 0
 
 
@@ -262,22 +275,31 @@ def test_crf_add_label_resizes_transitions_and_round_trips():
     assert [(e.start, e.end, e.label_) for e in loaded("Ahmed lives in Paris").ents] == expected
 
 
-def test_default_config_states_only_the_size():
-    """DEFAULT_CONFIG_STR leaves every setting but the model's size to the
-    builders' signatures, and spaCy fills them in from there."""
+def test_default_config_states_the_recipe_only():
+    """DEFAULT_CONFIG_STR states the recipe of configs/transformer_vner.cfg
+    (sizes, encoder v2, its dropout); spaCy fills the rest from the builders'
+    signatures, so no other default is restated."""
     config = Config().from_str(DEFAULT_CONFIG_STR)
     assert set(config["model"]) == {"@architectures", "tok2vec"}
-    assert set(config["model"]["tok2vec"]) == {"@architectures", "width", "depth", "n_heads"}
+    encode = config["model"]["tok2vec"]["encode"]
+    assert set(encode) == {"@architectures", "width", "depth", "n_heads", "ff_width", "dropout"}
     nlp = spacy.blank("en")
     nlp.add_pipe("vanilla_ner")
-    filled = nlp.config["components"]["vanilla_ner"]["model"]
-    assert filled["hidden_depth"] == 0 and filled["activation"] == "maxout"
-    tok2vec = filled["tok2vec"]
-    assert list(tok2vec["rows"]) == [5000, 1000, 2500, 2500]  # a tuple, from the signature
-    for name in ("dropout", "positions", "max_length", "ff_width"):
-        assert tok2vec[name] == getattr(EncoderConfig, name), name
+    filled = nlp.config["components"]["vanilla_ner"]
+    assert filled["crf"] is True
+    assert filled["model"]["hidden_depth"] == 0 and filled["model"]["activation"] == "maxout"
+    encode = filled["model"]["tok2vec"]["encode"]
+    assert encode["@architectures"] == "spacy-vanilla-ner.TransformerEncoder.v2"
+    for name in ("positions", "max_length", "conv_kernel", "token_dropout"):
+        assert encode[name] == ENCODER_V2_DEFAULTS[name], name
     for name in ("window_overlap", "max_batch_tokens"):
-        assert tok2vec[name] == getattr(WindowConfig, name), name
+        assert encode[name] == getattr(WindowConfig, name), name
+    # The same recipe as the project's default config.
+    project = Config().from_disk(REPO / "configs" / "transformer_vner.cfg")
+    shipped = project["components"]["tok2vec"]["model"]["encode"]
+    for name in ("@architectures", "depth", "n_heads", "ff_width", "dropout"):
+        assert encode[name] == shipped[name], name
+    assert project["components"]["vanilla_ner"]["crf"] is True
 
 
 def test_repair_count_uses_the_biluo_rules():
