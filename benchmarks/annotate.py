@@ -90,8 +90,9 @@ def _ppid(pid: int) -> Optional[int]:
 
 
 class WorkerPeaks(threading.Thread):
-    """Polls the high-water RSS of the worker processes: children of this process
-    (local) or Ray actor processes running `MapWorker(...NerActor)` (ray)."""
+    """Polls the high-water RSS of this run's worker processes: the `nlp.pipe`
+    processes forked by this process (local), or the Ray actor processes running
+    `MapWorker(MapBatches(NerActor))` under the Ray started by this process (ray)."""
 
     def __init__(self, engine: str):
         super().__init__(daemon=True)
@@ -100,9 +101,17 @@ class WorkerPeaks(threading.Thread):
         self.done = threading.Event()
 
     def is_worker(self, pid: int) -> bool:
-        if self.engine == "ray":
-            return "NerActor" in _cmdline(pid)
-        return _ppid(pid) == os.getpid() and "python" in _cmdline(pid)
+        if self.engine == "local":
+            return _ppid(pid) == os.getpid()
+        if "NerActor" not in _cmdline(pid):
+            return False
+        # Ray's workers are children of the raylet, a child of this process; actors
+        # of another Ray on the machine are not this run's.
+        for _ in range(4):
+            pid = _ppid(pid) or 0
+            if pid == os.getpid():
+                return True
+        return False
 
     def run(self) -> None:
         while not self.done.wait(0.2):
@@ -200,7 +209,8 @@ def markdown(results: List[Dict[str, Any]], meta: Dict[str, Any]) -> str:
         [
             f"{meta['n_docs']:,} docs ({meta['distinct_docs']:,} distinct WikiGold sentences), "
             f"batch size {meta['batch_size']}, {meta['cpu']} ({meta['cpu_count']} CPUs), "
-            f"model `{meta['model']}`.",
+            f"model `{meta['model']}`; 1-minute load average {meta['load_average_before']:.1f} "
+            f"before the runs, {meta['load_average_after']:.1f} after.",
             "",
             *out,
         ]
@@ -238,6 +248,7 @@ def main() -> None:
     from vanilla_ner_experiments.machine import cpu_name, n_cpus, package_versions
 
     results = []
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         docs = Path(tmp) / "docs.jsonl"
         distinct = build_docs(docs, args.n_docs)
@@ -279,6 +290,9 @@ def main() -> None:
         "cpu_count": n_cpus(),
         "versions": versions,
         "same_entities_in_all_runs": True,
+        # Other processes on the machine during the run (1-minute load average).
+        "load_average_before": load_before[0],
+        "load_average_after": os.getloadavg()[0],
     }
     report = markdown(results, meta)
     print(report)

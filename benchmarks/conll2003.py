@@ -49,6 +49,7 @@ from vanilla_ner_experiments.runner import (
     plan_runs,
     run_all,
     run_one,
+    settings_from_args,
 )
 from vanilla_ner_experiments.systems import parse_systems
 
@@ -181,19 +182,12 @@ def run_settings(args: argparse.Namespace, data: Optional[Dict[str, Any]]) -> Ru
     paths = {"train": args.train, "dev": args.dev, "test": args.test}
     if data is not None:
         paths = {k: Path(data[k]["spacy"]) if k in data else None for k in paths}
-    return RunSettings(
-        budget=args.budget,
-        seeds=args.seeds,
+    return settings_from_args(
+        args,
         train=paths["train"],
         dev=paths["dev"],
         test=paths["test"],
         out_dir=args.work_dir,
-        reference_steps=args.reference_steps,
-        eval_frequency=args.eval_frequency,
-        gpu_id=args.gpu_id,
-        gpu_allocator=args.gpu_allocator,
-        mixed_precision=args.mixed_precision,
-        transformer_model=args.transformer_model,
         infer_batch_size=args.infer_batch_size,
         infer_limit=args.infer_limit,
         cpu_infer=not args.no_cpu_infer,

@@ -34,11 +34,11 @@ from typing import Any, Dict, List, Optional
 from vanilla_ner_experiments import cli, deps, reports
 from vanilla_ner_experiments.machine import device_info, package_versions
 from vanilla_ner_experiments.runner import (
-    RunSettings,
     describe_plan,
     plan_runs,
     run_all,
     run_one,
+    settings_from_args,
 )
 from vanilla_ner_experiments.systems import parse_systems
 
@@ -83,18 +83,11 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     args = parse_args(argv)
     deps.require("plots", what="scripts/compare.py")
     device = device_info(args.gpu_id)
-    settings = RunSettings(
-        budget=args.budget,
-        seeds=args.seeds,
+    settings = settings_from_args(
+        args,
         train=args.train,
         dev=args.dev,
         out_dir=args.training_dir,
-        reference_steps=args.reference_steps,
-        eval_frequency=args.eval_frequency,
-        gpu_id=args.gpu_id,
-        gpu_allocator=args.gpu_allocator,
-        mixed_precision=args.mixed_precision,
-        transformer_model=args.transformer_model,
         cpu_infer=args.gpu_id < 0,
         measure_rss=False,  # one process for all runs: its peak RSS is no run's own
     )

@@ -46,6 +46,23 @@ class RunSettings:
     measure_rss: bool = True  # peak RSS is per run only with a process per run
 
 
+def settings_from_args(args: Any, **specific: Any) -> RunSettings:
+    """RunSettings from the options that `cli` adds to both scripts (budget,
+    seeds, reference steps, evaluation frequency, device), plus each script's
+    own (`specific`: corpora, output directory, inference settings)."""
+    return RunSettings(
+        budget=args.budget,
+        seeds=args.seeds,
+        reference_steps=args.reference_steps,
+        eval_frequency=args.eval_frequency,
+        gpu_id=args.gpu_id,
+        gpu_allocator=args.gpu_allocator,
+        mixed_precision=args.mixed_precision,
+        transformer_model=args.transformer_model,
+        **specific,
+    )
+
+
 @dataclass
 class Run:
     spec: SystemSpec
