@@ -24,9 +24,10 @@ _fork_hook_registered = False
 
 def register_fork_hook() -> None:
     """Make every process forked from this one run torch with one intra-op
-    thread. Called by `WindowedEncoder.forward`, before this process runs its
-    first parallel torch op (however the encoder was made: built, loaded,
-    unpickled); importing the package changes nothing.
+    thread. Called when a `WindowedEncoder` is built (so `spacy.load` followed
+    by `nlp.pipe(n_process=2)` forks with the hook in place) and again in its
+    forward pass (for an encoder that was unpickled); importing the package
+    changes nothing.
 
     Why: GNU OpenMP is not fork-safe. A process forked after its parent ran a
     parallel torch op hangs in its own first one (spaCy #6662), e.g. the
@@ -160,6 +161,7 @@ class WindowedEncoder(torch.nn.Module):
     def __init__(self, encoder: TransformerEncoderModule):
         super().__init__()
         self.encoder = encoder
+        register_fork_hook()
 
     def forward(self, X: torch.Tensor, *, batch: WindowBatch) -> torch.Tensor:
         register_fork_hook()  # a flag check after the first call

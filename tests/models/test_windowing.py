@@ -144,12 +144,14 @@ def test_cuda_autocast_large_activations_and_masked_window_finite(dtype):
     assert torch.isfinite(Xw.grad).all()
 
 
-def test_fork_hook_registered_once_when_an_encoder_runs(monkeypatch):
+def test_fork_hook_registered_once_when_an_encoder_is_built(monkeypatch):
+    """Built, not first run: `spacy.load` then `nlp.pipe(n_process=2)` forks
+    before the parent's first forward pass, and must fork with the hook."""
     registered = []
     monkeypatch.setattr(windowing.os, "register_at_fork", lambda **kw: registered.append(kw))
     monkeypatch.setattr(windowing, "_fork_hook_registered", False)
     encoder = WindowedEncoder(TransformerEncoderModule(EncoderConfig(16, 1, 2)))
-    assert registered == []
+    assert registered == [{"after_in_child": windowing._one_thread_after_fork}]
     X = torch.randn(7, 16)
     batch = build_window_batch([3, 4], 512, 128, 16384, X.device)
     for _ in range(2):
