@@ -72,10 +72,11 @@ def build_transformer_encoder_v1(
         "enabled" defaults to `mixed_precision`.
     RETURNS (Model[List[Floats2d], List[Floats2d]]): The encoder.
     """
-    config = EncoderConfig(
-        width=width,
-        depth=depth,
-        n_heads=n_heads,
+    # v1 is v2 with the convolution and word dropout off (EncoderConfig's defaults).
+    return build_transformer_encoder_v2(
+        width,
+        depth,
+        n_heads,
         ff_width=ff_width,
         dropout=dropout,
         attention_dropout=attention_dropout,
@@ -83,9 +84,13 @@ def build_transformer_encoder_v1(
         positions=positions,
         norm_first=norm_first,
         max_length=max_length,
+        conv_kernel=ENCODER["conv_kernel"],
+        token_dropout=ENCODER["token_dropout"],
+        window_overlap=window_overlap,
+        max_batch_tokens=max_batch_tokens,
+        mixed_precision=mixed_precision,
+        grad_scaler_config=grad_scaler_config,
     )
-    windows = WindowConfig(max_length, window_overlap, max_batch_tokens)
-    return _build_encoder(config, windows, mixed_precision, grad_scaler_config)
 
 
 @registry.architectures("spacy-vanilla-ner.TransformerEncoder.v2")
