@@ -185,6 +185,53 @@ def runs_table(rows: Sequence[Dict[str, Any]], scale: str) -> List[str]:
     return table(header, lines)
 
 
+def seconds_to_reach(row: Dict[str, Any], target: float) -> Optional[float]:
+    """Training seconds of the first evaluation of `row` whose dev F1 reaches `target`;
+    None if none did."""
+    for point in row.get("curve") or []:
+        score = point.get("dev_ents_f")
+        if score is not None and score >= target:
+            return point.get("train_seconds")
+    return None
+
+
+def time_to_reach_table(rows: Sequence[Dict[str, Any]], scale: str) -> List[str]:
+    """Training seconds each system needs to reach each system's best dev F1 (its mean over
+    seeds): one row per system, one column per target. A cell is the mean over the seeds that
+    reached the target, with how many did where not all, and the ratio to the target system's
+    own time to its best."""
+    summary = summarize(rows)
+    by_system: Dict[str, List[Dict[str, Any]]] = {}
+    for row in ok_rows(rows):
+        by_system.setdefault(row["system"], []).append(row)
+    targets = []
+    for s in summary:
+        best = s["metrics"]["dev_ents_f"]
+        if best is not None:
+            own = mean_std([seconds_to_reach(r, best["mean"]) for r in by_system[s["system"]]])
+            targets.append((s["system"], best["mean"], own["mean"] if own else None))
+    header = ["System"] + [
+        f"to `{name}`'s best ({fmt(f1, 'f1', scale)})" for name, f1, _ in targets
+    ]
+    lines = []
+    for s in summary:
+        runs = by_system[s["system"]]
+        cells = [system_cell(s["system"], s["label"])]
+        for _, f1, own in targets:
+            times = [t for t in (seconds_to_reach(r, f1) for r in runs) if t is not None]
+            if not times:
+                cells.append("not reached")
+                continue
+            text = f"{statistics.fmean(times):,.0f} s"
+            if own:
+                text += f" ({statistics.fmean(times) / own:.2f}×)"
+            if len(times) < len(runs):
+                text += f", {len(times)}/{len(runs)} seeds"
+            cells.append(text)
+        lines.append(cells)
+    return table(header, lines)
+
+
 def not_run(rows: Sequence[Dict[str, Any]]) -> List[str]:
     out = []
     for r in rows:
@@ -219,6 +266,14 @@ def markdown(rows: Sequence[Dict[str, Any]], meta: Dict[str, Any], plots: Sequen
         lines += [f"Budget: {meta['budget']}", ""]
     summary = summarize(rows)
     lines += ["## Mean ± std over seeds", ""] + summary_table(summary, scale)
+    if any(s["mode"] == "converged" for s in summary):
+        lines += ["", "## Time to reach each system's best", ""]
+        lines += [
+            "Training seconds until the first evaluation at or above the column's dev F1 (a "
+            "system's mean best over its seeds); in brackets, the ratio to the column system's "
+            "own time to it.",
+            "",
+        ] + time_to_reach_table(rows, scale)
     lines += ["", "## Runs (one row per system and seed)", ""] + runs_table(rows, scale)
     skipped = not_run(rows)
     if skipped:

@@ -161,3 +161,28 @@ def test_unknown_system_stops_before_training(tmp_path):
     )
     with pytest.raises(SystemExit, match="config not found"):
         plan_runs([SystemSpec("nope", tmp_path / "nope.cfg")], settings)
+
+
+def curve(*points):
+    return [{"train_seconds": t, "dev_ents_f": f} for t, f in points]
+
+
+def test_time_to_reach_each_systems_best(tmp_path):
+    """Converged runs: seconds until a system first reaches each system's mean best."""
+    rows = [
+        row("ours", 0, 0.90, 10, mode="converged", curve=curve((10, 0.5), (20, 0.85), (40, 0.9))),
+        row("ours", 1, 0.90, 10, mode="converged", curve=curve((10, 0.6), (30, 0.88), (50, 0.9))),
+        row("cnn", 0, 0.88, 10, mode="converged", curve=curve((10, 0.8), (60, 0.88))),
+    ]
+    assert reports.seconds_to_reach(rows[0], 0.85) == 20
+    assert reports.seconds_to_reach(rows[2], 0.89) is None
+    lines = reports.time_to_reach_table(rows, "fraction")
+    assert lines[0] == "| System | to `ours`'s best (0.900) | to `cnn`'s best (0.880) |"
+    # ours reaches its own best at 40 and 50 s (mean 45), the CNN's 0.88 at 40 and 30 s.
+    assert lines[2] == "| `ours` | 45 s (1.00×) | 35 s (0.58×) |"
+    assert lines[3] == "| `cnn` | not reached | 60 s (1.00×) |"
+    meta = {"title": "T", "f1_scale": "fraction"}
+    reports.write_report(tmp_path / "r.json", rows, meta, plot=False)
+    assert "## Time to reach each system's best" in (tmp_path / "r.md").read_text()
+    reports.write_report(tmp_path / "s.json", ROWS, meta, plot=False)
+    assert "Time to reach" not in (tmp_path / "s.md").read_text()  # not in a seconds run
