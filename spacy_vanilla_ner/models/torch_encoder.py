@@ -220,13 +220,35 @@ class SelfAttention(nn.Module):
         return self.output(Y.transpose(1, 2).reshape(B, T, C))
 
 
+def conv1d_as_matmul(X: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]):
+    """`nn.Conv1d(C, C_out, k, padding=k // 2)` over X of shape (B, T, C), as one
+    matrix product of each token's window of k rows: (B, T, k*C) @ (k*C, C_out).
+
+    The same function and parameters as the Conv1d (`weight` (C_out, C, k)), but
+    on CPU torch runs Conv1d through oneDNN, which caches one primitive per input
+    shape, forward and backward: a stream of batches of ever new shapes then
+    fragments glibc's heap (as for GELU, above; it also showed as training RSS
+    growing with the number of updates). A plain matmul has no such cache, and
+    for the encoder's shapes it is also faster on CPU.
+    """
+    k = weight.shape[-1]
+    half = k // 2
+    T = X.shape[1]
+    P = F.pad(X, (0, 0, half, half))
+    windows = torch.cat([P[:, i : i + T] for i in range(k)], dim=-1)
+    # windows[b, t, i*C + c] = X[b, t + i - half, c]; W[o, i*C + c] = weight[o, c, i].
+    W = weight.permute(0, 2, 1).reshape(weight.shape[0], -1)
+    return F.linear(windows, W, bias)
+
+
 class LocalConvolution(nn.Module):
     """A bias towards local context: a convolution over each token and its
     `conv_kernel // 2` neighbours on either side, as a residual sub-layer.
 
     Padding rows are zeroed before the convolution, so a doc's last tokens see
     the same zeros whether the doc is alone or padded in a batch, and a doc's
-    outputs do not depend on its batch-mates.
+    outputs do not depend on its batch-mates. The parameters are an `nn.Conv1d`'s
+    (its initialisation, its state-dict keys); it runs as `conv1d_as_matmul`.
     """
 
     def __init__(self, config: EncoderConfig):
@@ -238,9 +260,9 @@ class LocalConvolution(nn.Module):
         self.output = nn.Linear(config.width, config.width)
 
     def forward(self, X: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        # X: (B, T, C); mask: (B, T) bool. Conv1d wants (B, C, T).
+        # X: (B, T, C); mask: (B, T) bool.
         X = X * mask[..., None].to(X.dtype)
-        H = self.conv(X.transpose(1, 2)).transpose(1, 2)
+        H = conv1d_as_matmul(X, self.conv.weight, self.conv.bias)
         return self.output(self.activation(H))
 
 

@@ -7,7 +7,11 @@ import torch
 from thinc.api import fix_random_seed
 
 from spacy_vanilla_ner.models.encoder import build_transformer_encoder_v2
-from spacy_vanilla_ner.models.torch_encoder import EncoderConfig, TransformerEncoderModule
+from spacy_vanilla_ner.models.torch_encoder import (
+    EncoderConfig,
+    TransformerEncoderModule,
+    conv1d_as_matmul,
+)
 from tests.helpers import ENCODER_WIDTH, encoder_inputs, encoder_module, fixture_examples, train
 
 
@@ -21,6 +25,31 @@ def make_module(**kwargs):
             if p.dim() > 1:
                 torch.nn.init.normal_(p, std=0.3)
     return module.eval()
+
+
+@pytest.mark.parametrize("kernel", [1, 3, 5, 7])
+@pytest.mark.parametrize("shape", [(3, 9, 16), (1, 1, 16), (2, 2, 8), (4, 30, 24)])
+def test_conv1d_as_matmul_equals_conv1d_with_gradients(kernel, shape):
+    """The convolution runs as a matmul over windows; it must be nn.Conv1d:
+    same outputs and same gradients for the input, weight and bias (also for
+    docs shorter than the kernel)."""
+    torch.manual_seed(kernel)
+    B, T, C = shape
+    conv = torch.nn.Conv1d(C, C + 3, kernel, padding=kernel // 2).double()
+    X = torch.randn(B, T, C, dtype=torch.float64, requires_grad=True)
+    dY = torch.randn(B, T, C + 3, dtype=torch.float64)
+    expected = conv(X.transpose(1, 2)).transpose(1, 2)
+    expected_grads = torch.autograd.grad(expected, (X, conv.weight, conv.bias), dY)
+    got = conv1d_as_matmul(X, conv.weight, conv.bias)
+    got_grads = torch.autograd.grad(got, (X, conv.weight, conv.bias), dY)
+    torch.testing.assert_close(got, expected)
+    for g, e in zip(got_grads, expected_grads):
+        torch.testing.assert_close(g, e)
+    # and it is differentiable as itself (finite differences), float64
+    small = torch.randn(1, 4, 3, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(2, 3, kernel, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(conv1d_as_matmul, (small, weight, bias))
 
 
 @pytest.mark.parametrize("norm_first", [True, False])
