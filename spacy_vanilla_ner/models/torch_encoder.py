@@ -76,7 +76,8 @@ class EncoderConfig:
 
     Checked once, on construction: an `EncoderConfig` that exists is valid.
     `ff_width=None` means 4 * width. The defaults are those of
-    TransformerEncoder.v1 (no convolution, no token dropout); v2 changes two of
+    TransformerEncoder.v1 (no local sub-layer, no token dropout, a final
+    LayerNorm); v2 changes three of
     them (`ENCODER_V2_DEFAULTS` in `models/encoder.py`).
     """
 
@@ -90,10 +91,14 @@ class EncoderConfig:
     positions: str = "rotary"
     norm_first: bool = True
     max_length: int = 512
-    # Kernel of the convolution sub-layer in each block (odd; 0 = no convolution).
+    # Tokens in the window of the local Maxout sub-layer in each block (odd; 0 = none).
     conv_kernel: int = 0
+    # Pieces of that Maxout layer (as spaCy's MaxoutWindowEncoder's maxout_pieces).
+    maxout_pieces: int = 3
     # Probability of zeroing a whole token vector at the input while training.
     token_dropout: float = 0.0
+    # Pre-LN only: close the residual stream with a LayerNorm before the output.
+    final_norm: bool = True
 
     def __post_init__(self) -> None:
         if self.ff_width is None and isinstance(self.width, int):
@@ -104,7 +109,7 @@ class EncoderConfig:
         def fail(msg: str) -> None:
             raise ValueError(f"TransformerEncoder: {msg}")
 
-        for name in ("width", "depth", "n_heads", "ff_width", "max_length"):
+        for name in ("width", "depth", "n_heads", "ff_width", "max_length", "maxout_pieces"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 fail(f"{name} must be a positive integer, got {getattr(self, name)!r}.")
         if self.width % self.n_heads:
@@ -127,9 +132,12 @@ class EncoderConfig:
             or (self.conv_kernel and self.conv_kernel % 2 == 0)
         ):
             fail(
-                f"conv_kernel must be 0 (no convolution) or an odd positive integer, "
+                f"conv_kernel must be 0 (no local sub-layer) or an odd positive integer, "
                 f"got {self.conv_kernel!r}; e.g. conv_kernel = 3."
             )
+        for name in ("norm_first", "final_norm"):
+            if not isinstance(getattr(self, name), bool):
+                fail(f"{name} must be true or false, got {getattr(self, name)!r}.")
         for name in ("dropout", "attention_dropout", "token_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 fail(f"{name} must be in [0, 1), got {getattr(self, name)!r}.")
@@ -220,63 +228,65 @@ class SelfAttention(nn.Module):
         return self.output(Y.transpose(1, 2).reshape(B, T, C))
 
 
-def conv1d_as_matmul(
-    X: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]
-) -> torch.Tensor:
-    """`nn.Conv1d(C, C_out, k, padding=k // 2)` over X of shape (B, T, C), as one
-    matrix product of each token's window of k rows: (B, T, k*C) @ (k*C, C_out).
+def token_windows(X: torch.Tensor, k: int) -> torch.Tensor:
+    """Each token's window of k rows, concatenated: (B, T, C) -> (B, T, k*C),
+    with zeros beyond either end. windows[b, t, i*C:(i+1)*C] = X[b, t + i - k // 2].
 
-    The same function and parameters as the Conv1d (`weight` (C_out, C, k)), but
-    on CPU torch runs Conv1d through oneDNN, which caches one primitive per input
-    shape, forward and backward: a stream of batches of ever new shapes then
-    fragments glibc's heap (as for GELU, above). A plain matmul has no such
-    cache; on 2 CPU cores it also trained faster (11 % more updates in 120 s on
-    CoNLL-2003, docs/benchmarks.md).
+    A layer over these windows is a convolution of kernel k computed as one
+    matrix product. On CPU, torch runs `nn.Conv1d` through oneDNN, which caches
+    one primitive per input shape: a stream of batches of ever new shapes then
+    fragments glibc's heap (as for GELU, above). A plain matmul has no such cache.
     """
-    k = weight.shape[-1]
     half = k // 2
     T = X.shape[1]
     P = F.pad(X, (0, 0, half, half))
-    windows = torch.cat([P[:, i : i + T] for i in range(k)], dim=-1)
-    # windows[b, t, i*C + c] = X[b, t + i - half, c]; W[o, i*C + c] = weight[o, c, i].
-    W = weight.permute(0, 2, 1).reshape(weight.shape[0], -1)
-    return F.linear(windows, W, bias)
+    return torch.cat([P[:, i : i + T] for i in range(k)], dim=-1)
 
 
-class LocalConvolution(nn.Module):
-    """A bias towards local context: a convolution over each token and its
-    `conv_kernel // 2` neighbours on either side, as a residual sub-layer.
+class LocalMaxout(nn.Module):
+    """A bias towards local context: each token and its `conv_kernel // 2`
+    neighbours on either side, concatenated, through a Maxout layer of
+    `maxout_pieces` pieces and a LayerNorm. This is the layer of spaCy's CNN
+    (`MaxoutWindowEncoder`: `expand_window >> Maxout(normalize=True)`), here as
+    a residual sub-layer before attention in each block.
 
-    Padding rows are zeroed before the convolution, so a doc's last tokens see
-    the same zeros whether the doc is alone or padded in a batch, and a doc's
-    outputs do not depend on its batch-mates. The parameters are an `nn.Conv1d`'s
-    (its initialisation, its state-dict keys); it runs as `conv1d_as_matmul`.
+    The LayerNorm at its output matters: the branch adds features of unit scale
+    from the first update, where an unnormalised branch (a convolution with
+    GELU and an output projection) starts near zero and learns far slower
+    (docs/benchmarks.md). The Maxout keeps torch's default `nn.Linear`
+    initialisation; the LayerNorm makes the branch's scale independent of it.
+
+    Padding rows are zeroed before the windows are taken, so a doc's last tokens
+    see the same zeros whether the doc is alone or padded in a batch, and a
+    doc's outputs do not depend on its batch-mates.
     """
 
     def __init__(self, config: EncoderConfig):
         super().__init__()
-        self.conv = nn.Conv1d(
-            config.width, config.width, config.conv_kernel, padding=config.conv_kernel // 2
+        self.kernel = config.conv_kernel
+        self.pieces = config.maxout_pieces
+        self.maxout = nn.Linear(
+            config.conv_kernel * config.width, config.maxout_pieces * config.width
         )
-        self.activation = ACTIVATIONS[config.activation]()
-        self.output = nn.Linear(config.width, config.width)
+        self.norm = nn.LayerNorm(config.width)
 
     def forward(self, X: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         # X: (B, T, C); mask: (B, T) bool.
+        B, T, C = X.shape
         X = X * mask[..., None].to(X.dtype)
-        H = conv1d_as_matmul(X, self.conv.weight, self.conv.bias)
-        return self.output(self.activation(H))
+        H = self.maxout(token_windows(X, self.kernel))  # (B, T, C * pieces)
+        return self.norm(H.view(B, T, C, self.pieces).amax(dim=-1))
 
 
 class EncoderLayer(nn.Module):
-    """One block: [local convolution], self-attention, feed-forward; each a
+    """One block: [local Maxout window], self-attention, feed-forward; each a
     residual sub-layer with its own LayerNorm (pre- or post-LN)."""
 
     def __init__(self, config: EncoderConfig, rotary: Optional[RotaryPositions]):
         super().__init__()
         self.norm_first = config.norm_first
         # None when conv_kernel = 0, so v1 models have the same state dict as before.
-        self.conv = LocalConvolution(config) if config.conv_kernel else None
+        self.conv = LocalMaxout(config) if config.conv_kernel else None
         self.conv_norm = nn.LayerNorm(config.width) if config.conv_kernel else None
         self.attention = SelfAttention(config, rotary)
         self.attention_norm = nn.LayerNorm(config.width)
@@ -328,8 +338,13 @@ class TransformerEncoderModule(nn.Module):
         self.rotary = rotary  # registered once here (it holds no parameters)
         self.dropout = nn.Dropout(config.dropout)
         self.layers = nn.ModuleList(EncoderLayer(config, rotary) for _ in range(config.depth))
-        # Pre-LN leaves the residual stream unnormalised: close it with a norm.
-        self.final_norm = nn.LayerNorm(config.width) if config.norm_first else nn.Identity()
+        # Pre-LN leaves the residual stream unnormalised; GPT-2 closes it with a
+        # norm. For tagging, v2 leaves it open: the tagger then sees the sum of
+        # the (normalised) input and the blocks' outputs, which learned much
+        # faster per update on CoNLL-2003 (docs/benchmarks.md).
+        self.final_norm = (
+            nn.LayerNorm(config.width) if config.norm_first and config.final_norm else nn.Identity()
+        )
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -338,9 +353,6 @@ class TransformerEncoderModule(nn.Module):
         # not grow with depth.
         residual_std = 0.02 / math.sqrt(2 * self.config.depth)
         for layer in self.layers:
-            if layer.conv is not None:
-                nn.init.normal_(layer.conv.output.weight, std=residual_std)
-                nn.init.zeros_(layer.conv.output.bias)
             for linear in (layer.attention.qkv, layer.ff_input):
                 nn.init.normal_(linear.weight, std=0.02)
                 nn.init.zeros_(linear.bias)

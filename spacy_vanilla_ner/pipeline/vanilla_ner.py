@@ -46,7 +46,7 @@ width = 128
 depth = 2
 n_heads = 4
 ff_width = 256
-dropout = 0.3
+dropout = 0.1
 """
 DEFAULT_MODEL = Config().from_str(DEFAULT_CONFIG_STR)["model"]
 

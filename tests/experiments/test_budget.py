@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import spacy
 from spacy.tokens import DocBin
+from thinc.api import Config
 
 from spacy_vanilla_ner.convert import conll_to_docs
 from tests.helpers import FIXTURE, REPO
@@ -24,6 +25,7 @@ from vanilla_ner_experiments.budget import (
 )
 
 CONFIG = REPO / "configs" / "transformer_vner.cfg"
+PEAK_RATE = Config().from_disk(CONFIG)["training"]["optimizer"]["learn_rate"]["initial_rate"]
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +82,7 @@ def test_steps_budget_curve_best_checkpoint_and_schedule(corpus, tmp_path):
     assert row["best_step"] == best["step"] and row["dev_ents_f"] == best["dev_ents_f"]
     assert (Path(row["model_dir"]) / "config.cfg").exists()
     # warmup_linear over the 5-update budget: 10 % warmup, 0 at the end.
-    schedule = warmup_linear_over_budget(0.001, 0.1)
+    schedule = warmup_linear_over_budget(PEAK_RATE, 0.1)
     for point in row["curve"]:
         assert point["learn_rate"] == pytest.approx(schedule(point["step"] / 5))
     assert row["learn_rate_schedule"].startswith("warmup_linear over the budget")
@@ -131,7 +133,7 @@ def test_evaluation_is_off_the_clock(corpus, tmp_path):
     assert 1.0 <= row["train_seconds"] < 1.5
     assert row["seconds"] == pytest.approx(row["train_seconds"] + row["eval_seconds"], abs=0.01)
     # The learning rate ran over the seconds of the budget: near 0 at the end.
-    assert row["curve"][-1]["learn_rate"] < 0.3 * 0.001
+    assert row["curve"][-1]["learn_rate"] < 0.3 * PEAK_RATE
 
 
 def test_real_evaluation_time_is_excluded(corpus, tmp_path):
@@ -227,8 +229,6 @@ def test_clock_excludes_paused_time():
 
 
 def test_seed_overrides():
-    from thinc.api import Config
-
     assert seed_overrides(Config({"system": {"seed": 0}, "training": {}}), 3) == {
         "training.seed": 3,
         "system.seed": 3,

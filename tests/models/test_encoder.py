@@ -165,7 +165,7 @@ def test_gpu_long_doc_and_round_trip_to_cpu():
 
 
 # Settings that TransformerEncoder.v2 added; v1 keeps them off (EncoderConfig's defaults).
-V2_ONLY = ("conv_kernel", "token_dropout")
+V2_ONLY = ("conv_kernel", "maxout_pieces", "token_dropout", "final_norm")
 
 
 @pytest.mark.parametrize("builder", [build_transformer_encoder_v1, build_transformer_tok2vec_v1])
@@ -179,13 +179,15 @@ def test_builder_defaults_come_from_the_configs(builder):
     assert not set(V2_ONLY) & set(parameters)
 
 
-def test_v2_defaults_are_v1_plus_convolution_and_word_dropout():
+def test_v2_defaults_are_v1_plus_local_maxout_word_dropout_and_no_final_norm():
     parameters = inspect.signature(build_transformer_encoder_v2).parameters
     for name, default in ENCODER_V2_DEFAULTS.items():
         assert parameters[name].default == default, name
     changed = {k for k, v in ENCODER_V2_DEFAULTS.items() if v != ENCODER[k]}
-    assert changed == set(V2_ONLY)
+    # maxout_pieces has one default (3); v1 has no local sub-layer to use it.
+    assert changed == set(V2_ONLY) - {"maxout_pieces"}
     assert ENCODER_V2_DEFAULTS["conv_kernel"] == 3 and ENCODER["conv_kernel"] == 0
+    assert ENCODER["final_norm"] is True and ENCODER_V2_DEFAULTS["final_norm"] is False
 
 
 def test_encoder_config_checked_once(monkeypatch):
@@ -194,3 +196,12 @@ def test_encoder_config_checked_once(monkeypatch):
     monkeypatch.setattr(EncoderConfig, "_check", lambda self: calls.append(1) or check(self))
     build_transformer_encoder_v1(ENCODER_WIDTH, 1, 4)
     assert len(calls) == 1
+
+
+def test_v1_builders_keep_v1_modules():
+    """v1 and TransformerTok2Vec.v1 build v1's module (final LayerNorm, no local
+    sub-layer), whatever v2's defaults are: saved v1 pipelines must load."""
+    for model in (make_encoder(), build_transformer_tok2vec_v1(ENCODER_WIDTH, 1, 4)):
+        module = encoder_module(model).encoder
+        assert isinstance(module.final_norm, torch.nn.LayerNorm)
+        assert all(layer.conv is None for layer in module.layers)

@@ -1,4 +1,4 @@
-"""TransformerEncoder.v2: the local convolution and word dropout."""
+"""TransformerEncoder.v2: the local Maxout sub-layer and word dropout."""
 
 import numpy
 import pytest
@@ -9,8 +9,8 @@ from thinc.api import fix_random_seed
 from spacy_vanilla_ner.models.encoder import build_transformer_encoder_v2
 from spacy_vanilla_ner.models.torch_encoder import (
     EncoderConfig,
+    LocalMaxout,
     TransformerEncoderModule,
-    conv1d_as_matmul,
 )
 from tests.helpers import ENCODER_WIDTH, encoder_inputs, encoder_module, fixture_examples, train
 
@@ -27,29 +27,55 @@ def make_module(**kwargs):
     return module.eval()
 
 
-@pytest.mark.parametrize("kernel", [1, 3, 5, 7])
-@pytest.mark.parametrize("shape", [(3, 9, 16), (1, 1, 16), (2, 2, 8), (4, 30, 24)])
-def test_conv1d_as_matmul_equals_conv1d_with_gradients(kernel, shape):
-    """The convolution runs as a matmul over windows; it must be nn.Conv1d:
-    same outputs and same gradients for the input, weight and bias (also for
-    docs shorter than the kernel)."""
+def reference_local_maxout(layer, X, mask):
+    """LocalMaxout written out token by token: zero the padding, concatenate
+    each token's window (zeros beyond either end), Maxout, LayerNorm."""
+    B, T, C = X.shape
+    k, half = layer.kernel, layer.kernel // 2
+    X = X * mask[..., None].to(X.dtype)
+    rows = []
+    for b in range(B):
+        for t in range(T):
+            window = [
+                X[b, j] if 0 <= j < T else X.new_zeros(C) for j in range(t - half, t + half + 1)
+            ]
+            assert len(window) == k
+            pieces = layer.maxout(torch.cat(window)).view(C, layer.pieces)
+            rows.append(layer.norm(pieces.amax(dim=-1)))
+    return torch.stack(rows).view(B, T, C)
+
+
+@pytest.mark.parametrize("kernel,pieces", [(1, 1), (3, 3), (5, 2), (7, 3)])
+@pytest.mark.parametrize("shape", [(3, 9, 16), (1, 1, 16), (2, 2, 8)])
+def test_local_maxout_matches_token_by_token_reference_with_gradients(kernel, pieces, shape):
+    """The windowed matmul is the layer it claims to be: same outputs and same
+    gradients for the input and every parameter as the token-by-token reference
+    (also for docs shorter than the window, and with padding)."""
     torch.manual_seed(kernel)
     B, T, C = shape
-    conv = torch.nn.Conv1d(C, C + 3, kernel, padding=kernel // 2).double()
+    layer = LocalMaxout(
+        EncoderConfig(width=C, depth=1, n_heads=2, conv_kernel=kernel, maxout_pieces=pieces)
+    ).double()
     X = torch.randn(B, T, C, dtype=torch.float64, requires_grad=True)
-    dY = torch.randn(B, T, C + 3, dtype=torch.float64)
-    expected = conv(X.transpose(1, 2)).transpose(1, 2)
-    expected_grads = torch.autograd.grad(expected, (X, conv.weight, conv.bias), dY)
-    got = conv1d_as_matmul(X, conv.weight, conv.bias)
-    got_grads = torch.autograd.grad(got, (X, conv.weight, conv.bias), dY)
+    mask = torch.ones(B, T, dtype=torch.bool)
+    mask[0, T // 2 + 1 :] = False
+    dY = torch.randn(B, T, C, dtype=torch.float64)
+    inputs = (X, *layer.parameters())
+    got = layer(X, mask)
+    expected = reference_local_maxout(layer, X, mask)
     torch.testing.assert_close(got, expected)
-    for g, e in zip(got_grads, expected_grads):
+    for g, e in zip(
+        torch.autograd.grad(got, inputs, dY), torch.autograd.grad(expected, inputs, dY)
+    ):
         torch.testing.assert_close(g, e)
-    # and it is differentiable as itself (finite differences), float64
-    small = torch.randn(1, 4, 3, dtype=torch.float64, requires_grad=True)
-    weight = torch.randn(2, 3, kernel, dtype=torch.float64, requires_grad=True)
-    bias = torch.randn(2, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(conv1d_as_matmul, (small, weight, bias))
+
+
+def test_local_maxout_gradcheck():
+    torch.manual_seed(0)
+    layer = LocalMaxout(EncoderConfig(width=4, depth=1, n_heads=2, conv_kernel=3)).double()
+    X = torch.randn(2, 5, 4, dtype=torch.float64, requires_grad=True)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], dtype=torch.bool)
+    assert torch.autograd.gradcheck(lambda x: layer(x, mask), (X,))
 
 
 @pytest.mark.parametrize("norm_first", [True, False])
@@ -156,3 +182,32 @@ def test_default_vanilla_ner_uses_v2_and_learns():
     nlp2.from_bytes(nlp.to_bytes())
     after = [[(e.start, e.end, e.label_) for e in doc.ents] for doc in nlp2.pipe(texts)]
     assert before == after
+
+
+def test_final_norm_option():
+    """v2 leaves the pre-LN residual stream open (no final LayerNorm): its
+    outputs are then not normalised per token; final_norm = true closes it as v1."""
+    X = torch.randn(2, 6, 16)
+    mask = torch.ones(2, 6, dtype=torch.bool)
+    mask[1, 3:] = False
+    closed = make_module(conv_kernel=3, final_norm=True)
+    open_ = make_module(conv_kernel=3, final_norm=False)
+    assert set(closed.state_dict()) - set(open_.state_dict()) == {
+        "final_norm.weight",
+        "final_norm.bias",
+    }
+    Y = closed(X, mask)
+    torch.testing.assert_close(Y[0].mean(-1), torch.zeros(6), atol=1e-5, rtol=0)
+    Y_open = open_(X, mask)
+    assert Y_open[0].mean(-1).abs().max() > 1e-3
+    assert (Y_open[1, 3:] == 0).all()
+
+
+def test_bad_final_norm_is_explained():
+    with pytest.raises(ValueError, match="final_norm must be true or false"):
+        EncoderConfig(width=16, depth=1, n_heads=2, final_norm="no")
+
+
+def test_bad_maxout_pieces_is_explained():
+    with pytest.raises(ValueError, match="maxout_pieces must be a positive integer"):
+        EncoderConfig(width=16, depth=1, n_heads=2, conv_kernel=3, maxout_pieces=0)

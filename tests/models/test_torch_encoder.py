@@ -95,7 +95,7 @@ def _onednn_primitives_run(fn, capfd) -> int:
 def test_encoder_runs_no_onednn_primitives_on_cpu(capfd, version):
     # oneDNN caches one primitive per shape, which fragments glibc's heap when
     # docs stream by in ever new batch shapes (torch_encoder.GELU, and the v2
-    # convolution: torch_encoder.conv1d_as_matmul).
+    # local sub-layer: torch_encoder.token_windows).
     X = torch.randn(4, 11, ENCODER_WIDTH)
     if not _onednn_primitives_run(lambda: torch.nn.GELU()(X), capfd):
         pytest.skip("this torch build does not run GELU through oneDNN")

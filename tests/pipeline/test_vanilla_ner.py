@@ -290,7 +290,14 @@ def test_default_config_states_the_recipe_only():
     assert filled["model"]["hidden_depth"] == 0 and filled["model"]["activation"] == "maxout"
     encode = filled["model"]["tok2vec"]["encode"]
     assert encode["@architectures"] == "spacy-vanilla-ner.TransformerEncoder.v2"
-    for name in ("positions", "max_length", "conv_kernel", "token_dropout"):
+    for name in (
+        "positions",
+        "max_length",
+        "conv_kernel",
+        "maxout_pieces",
+        "token_dropout",
+        "final_norm",
+    ):
         assert encode[name] == ENCODER_V2_DEFAULTS[name], name
     for name in ("window_overlap", "max_batch_tokens"):
         assert encode[name] == getattr(WindowConfig, name), name
@@ -299,6 +306,8 @@ def test_default_config_states_the_recipe_only():
     shipped = project["components"]["tok2vec"]["model"]["encode"]
     for name in ("@architectures", "depth", "n_heads", "ff_width", "dropout"):
         assert encode[name] == shipped[name], name
+    for name in ("conv_kernel", "maxout_pieces", "token_dropout", "final_norm"):
+        assert shipped[name] == ENCODER_V2_DEFAULTS[name], name
     assert project["components"]["vanilla_ner"]["crf"] is True
 
 
