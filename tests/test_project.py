@@ -104,11 +104,14 @@ def test_config_loads(config_path):
 
 
 def test_configs_share_training_corpora_and_features():
-    """The systems differ only in the encoder and the NER component, and in the
-    peak learning rate: the pretrained MiniLM's, and our Transformer's (3e-3, tuned
-    for it: docs/benchmarks.md, round three); spaCy's CNN and BiLSTM keep 1e-3."""
+    """The systems differ only in the encoder and the NER component, in the peak
+    learning rate (the pretrained MiniLM's, and our Transformer's: 3e-3, tuned for
+    it; spaCy's CNN and BiLSTM keep 1e-3) and in our Transformer's width (96,
+    tuned for it; the CNN and BiLSTM are 128 wide). docs/benchmarks.md, rounds
+    three and four."""
     configs = {c.stem: load_config(c, interpolate=False) for c in CONFIGS}
     reference = configs["transformer_vner"]
+    widths = {"transformer_vner": 96, "transformer_ner": 96}
     # [corpora.pretrain] (transformer_vner's [pretraining]) is only read by `spacy pretrain`.
     ref_corpora = {k: v for k, v in reference["corpora"].items() if k != "pretrain"}
     for name, config in configs.items():
@@ -130,7 +133,7 @@ def test_configs_share_training_corpora_and_features():
             embed = config["components"]["tok2vec"]["model"]["embed"]
             assert embed == reference["components"]["tok2vec"]["model"]["embed"], name
             width = config["components"]["tok2vec"]["model"]["encode"]["width"]
-            assert width == reference["components"]["tok2vec"]["model"]["encode"]["width"], name
+            assert width == widths.get(name, 128), name
 
 
 def test_project_yml_is_valid():

@@ -35,17 +35,17 @@ DEFAULT_CONFIG_STR = """
 
 [model.tok2vec.embed]
 @architectures = "spacy.MultiHashEmbed.v2"
-width = 128
+width = 96
 attrs = ["NORM", "PREFIX", "SUFFIX", "SHAPE"]
 rows = [5000, 1000, 2500, 2500]
 include_static_vectors = false
 
 [model.tok2vec.encode]
 @architectures = "spacy-vanilla-ner.TransformerEncoder.v2"
-width = 128
+width = 96
 depth = 2
 n_heads = 4
-ff_width = 256
+ff_width = 384
 dropout = 0.1
 """
 DEFAULT_MODEL = Config().from_str(DEFAULT_CONFIG_STR)["model"]

@@ -304,8 +304,9 @@ def test_default_config_states_the_recipe_only():
     # The same recipe as the project's default config.
     project = Config().from_disk(REPO / "configs" / "transformer_vner.cfg")
     shipped = project["components"]["tok2vec"]["model"]["encode"]
-    for name in ("@architectures", "depth", "n_heads", "ff_width", "dropout"):
+    for name in ("@architectures", "width", "depth", "n_heads", "ff_width", "dropout"):
         assert encode[name] == shipped[name], name
+    assert filled["model"]["tok2vec"]["embed"]["width"] == shipped["width"]
     for name in ("conv_kernel", "maxout_pieces", "token_dropout", "final_norm"):
         assert shipped[name] == ENCODER_V2_DEFAULTS[name], name
     assert project["components"]["vanilla_ner"]["crf"] is True
