@@ -2,6 +2,7 @@
 
 # Importing these registers the architectures and the `vanilla_ner` factory.
 from .about import __version__
+from .models.embed import build_norm_dropout_v1
 from .models.encoder import build_transformer_encoder_v1, build_transformer_tok2vec_v1
 from .models.tagger import build_ner_tagger_v1
 from .pipeline.vanilla_ner import DEFAULT_CONFIG_STR, VanillaNER, make_vanilla_ner
@@ -11,6 +12,7 @@ __all__ = [
     "build_transformer_encoder_v1",
     "build_transformer_tok2vec_v1",
     "build_ner_tagger_v1",
+    "build_norm_dropout_v1",
     "VanillaNER",
     "make_vanilla_ner",
     "DEFAULT_CONFIG_STR",

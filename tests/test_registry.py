@@ -11,6 +11,7 @@ NAMES = [
     "spacy-vanilla-ner.TransformerEncoder.v2",
     "spacy-vanilla-ner.TransformerTok2Vec.v1",
     "spacy-vanilla-ner.NERTagger.v1",
+    "spacy-vanilla-ner.NormDropout.v1",
 ]
 
 

@@ -24,7 +24,7 @@ from ..tagging.crf import build_crf_layer, crf_loss_and_gradient
 from ..tagging.viterbi import viterbi_batch
 
 # The default model: the recipe of configs/transformer_vner.cfg (hashed
-# features, TransformerEncoder.v2, CRF; docs/benchmarks.md). Every other setting
+# features under NormDropout, TransformerEncoder.v2, CRF; docs/benchmarks.md). Every other setting
 # is left to the builders' signatures, which spaCy fills in.
 DEFAULT_CONFIG_STR = """
 [model]
@@ -34,6 +34,10 @@ DEFAULT_CONFIG_STR = """
 @architectures = "spacy.Tok2Vec.v2"
 
 [model.tok2vec.embed]
+@architectures = "spacy-vanilla-ner.NormDropout.v1"
+rate = 0.1
+
+[model.tok2vec.embed.embed]
 @architectures = "spacy.MultiHashEmbed.v2"
 width = 96
 attrs = ["NORM", "PREFIX", "SUFFIX", "SHAPE"]

@@ -277,7 +277,7 @@ def test_crf_add_label_resizes_transitions_and_round_trips():
 
 def test_default_config_states_the_recipe_only():
     """DEFAULT_CONFIG_STR states the recipe of configs/transformer_vner.cfg
-    (sizes, encoder v2, its dropout); spaCy fills the rest from the builders'
+    (NormDropout, sizes, encoder v2, its dropout); spaCy fills the rest from the builders'
     signatures, so no other default is restated."""
     config = Config().from_str(DEFAULT_CONFIG_STR)
     assert set(config["model"]) == {"@architectures", "tok2vec"}
@@ -306,7 +306,13 @@ def test_default_config_states_the_recipe_only():
     shipped = project["components"]["tok2vec"]["model"]["encode"]
     for name in ("@architectures", "width", "depth", "n_heads", "ff_width", "dropout"):
         assert encode[name] == shipped[name], name
-    assert filled["model"]["tok2vec"]["embed"]["width"] == shipped["width"]
+    embed = filled["model"]["tok2vec"]["embed"]
+    shipped_embed = project["components"]["tok2vec"]["model"]["embed"]
+    assert embed["@architectures"] == shipped_embed["@architectures"]
+    assert embed["rate"] == shipped_embed["rate"] == 0.1
+    assert embed["embed"]["width"] == shipped["width"]
+    for name in ("@architectures", "attrs", "rows", "include_static_vectors"):
+        assert embed["embed"][name] == shipped_embed["embed"][name], name
     for name in ("conv_kernel", "maxout_pieces", "token_dropout", "final_norm"):
         assert shipped[name] == ENCODER_V2_DEFAULTS[name], name
     assert project["components"]["vanilla_ner"]["crf"] is True
