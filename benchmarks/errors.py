@@ -64,8 +64,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
             p.error(f"--models: expected NAME=MODEL_DIR, got {item!r}")
         if name in models:
             p.error(f"--models: {name!r} is named twice")
-        if not Path(path).is_dir():
-            p.error(f"--models: {path} is not a directory (a saved pipeline, e.g. model-best)")
+        if not (Path(path) / "config.cfg").is_file():
+            p.error(
+                f"--models: {path} is not a saved pipeline (no config.cfg); give e.g. a model-best"
+            )
         models[name] = Path(path)
     args.models = models
     for flag, path in (("--train", args.train), ("--dev", args.dev)):
@@ -83,8 +85,7 @@ def predict(nlp: Any, gold: List[Any], batch_size: int) -> List[Any]:
 
 def analyse(name: str, model_dir: Path, args: argparse.Namespace) -> Dict[str, Any]:
     nlp = load(model_dir, gpu_id=-1)
-    train = read_docs(args.train, nlp.vocab)
-    dev = read_docs(args.dev, nlp.vocab)
+    train, dev = (_read(path, nlp.vocab) for path in (args.train, args.dev))
     fit = train[: args.train_limit]
     return {
         "system": name,
@@ -93,6 +94,13 @@ def analyse(name: str, model_dir: Path, args: argparse.Namespace) -> Dict[str, A
         "train": seen_unseen_prf(predict(nlp, fit, args.batch_size), fit, set())["all"],
         "dev": seen_unseen_prf(predict(nlp, dev, args.batch_size), dev, surface_forms(train)),
     }
+
+
+def _read(path: Path, vocab: Any) -> List[Any]:
+    try:
+        return read_docs(path, vocab)
+    except Exception as err:  # msgpack/zlib errors differ by how a file is broken
+        sys.exit(f"Could not read {path} as a .spacy file (a DocBin): {err}")
 
 
 def _f1(row: Dict[str, Any], where: Sequence[str]) -> float:

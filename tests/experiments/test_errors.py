@@ -125,15 +125,18 @@ def test_script_scores_a_saved_pipeline(trained_path, tmp_path, capsys):
 @pytest.mark.parametrize(
     "models,message",
     [
-        ("ours={nope}", "is not a directory"),
-        ("ours={here},ours={here}", "'ours' is named twice"),
+        ("ours={nope}", "is not a saved pipeline"),
+        ("ours={here}", "is not a saved pipeline"),
+        ("ours={model},ours={model}", "'ours' is named twice"),
         ("{here}", "expected NAME=MODEL_DIR"),
     ],
 )
 def test_script_names_bad_models(tmp_path, capsys, models, message):
     script = load_script()
     (tmp_path / "t.spacy").write_bytes(b"")
-    models = models.format(nope=tmp_path / "nope", here=tmp_path)
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.cfg").write_text("", encoding="utf8")
+    models = models.format(nope=tmp_path / "nope", here=tmp_path, model=tmp_path / "model")
     with pytest.raises(SystemExit):
         script.parse_args(
             ["--models", models, "--train", str(tmp_path / "t.spacy")]
@@ -153,3 +156,11 @@ def test_two_predictions_on_one_gold_token_count_as_spacy_counts_them(vocab):
     out = seen_unseen_prf([pred], [gold], set())["all"]
     assert (out["pred"], out["ents_p"], out["ents_r"]) == (2, 0.5, 1.0)
     assert out["ents_f"] == pytest.approx(get_ner_prf([Example(pred, gold)])["ents_f"])
+
+
+def test_script_names_an_unreadable_corpus(trained_path, tmp_path):
+    script = load_script()
+    (tmp_path / "broken.spacy").write_bytes(b"not a docbin")
+    args = ["--models", f"ours={trained_path}", "--train", str(tmp_path / "broken.spacy")]
+    with pytest.raises(SystemExit, match="Could not read .*broken.spacy as a .spacy file"):
+        script.main(args + ["--dev", str(tmp_path / "broken.spacy")])
