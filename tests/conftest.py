@@ -6,6 +6,7 @@ from typing import List
 import pytest
 import spacy
 from spacy.language import Language
+from thinc.api import fix_random_seed
 
 from spacy_vanilla_ner.convert import conll_to_docs
 from tests.helpers import FIXTURE, fixture_examples, make_nlp, train
@@ -43,6 +44,26 @@ def trained_nlp() -> Language:
 def trained_path(trained_nlp, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("reliability") / "model"
     trained_nlp.to_disk(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def default_nlp() -> Language:
+    """The default pipeline, `nlp.add_pipe("vanilla_ner")` with the shipped defaults (the
+    recipe's model: NormDropout over hashed features, TransformerEncoder.v2, CRF), trained
+    briefly on the 100-sentence WikiGold fixture. Shared by the session: tests must not
+    change its weights or labels."""
+    fix_random_seed(0)
+    nlp = spacy.blank("en")
+    nlp.add_pipe("vanilla_ner")
+    train(nlp, fixture_examples(nlp), n_epochs=10)
+    return nlp
+
+
+@pytest.fixture(scope="session")
+def default_path(default_nlp, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("default") / "model"
+    default_nlp.to_disk(path)
     return path
 
 

@@ -20,14 +20,13 @@ def _defaults(config_class) -> dict:
     return {f.name: f.default for f in fields(config_class) if f.default is not MISSING}
 
 
-# Each default is stated once, on EncoderConfig or WindowConfig; the builders'
+# Each default is stated once, on EncoderConfig (v2's) or WindowConfig; the builders'
 # signatures read them from there, and spaCy fills configs from the signatures.
 ENCODER = _defaults(EncoderConfig)
 WINDOW = _defaults(WindowConfig)
-# v2 = v1 + a local Maxout window sub-layer in each block + word dropout, without
-# the final LayerNorm (docs/benchmarks.md has what each is worth). Its other
-# defaults are v1's.
-ENCODER_V2_DEFAULTS = {**ENCODER, "conv_kernel": 3, "token_dropout": 0.1, "final_norm": False}
+# Where v1 differs from v2: no Maxout window sub-layer, no token dropout, a final
+# LayerNorm. v1 does not take these settings; they are fixed.
+ENCODER_V1 = {"window_size": None, "token_dropout": 0.0, "final_norm": True}
 
 
 @registry.architectures("spacy-vanilla-ner.TransformerEncoder.v1")
@@ -48,9 +47,9 @@ def build_transformer_encoder_v1(
     mixed_precision: bool = False,
     grad_scaler_config: Optional[dict] = None,
 ) -> Model[List[Floats2d], List[Floats2d]]:
-    """A Transformer encoder trained from scratch, for the `encode` slot of
-    `spacy.Tok2Vec.v2` (where `spacy.MaxoutWindowEncoder.v2` and
-    `spacy.TorchBiLSTMEncoder.v1` go). Input and output width are both `width`.
+    """The encoder of 0.1.0, kept for its pipelines: v2 without the Maxout window
+    sub-layer and token dropout, and with a final LayerNorm (`ENCODER_V1`). For the
+    `encode` slot of `spacy.Tok2Vec.v2`; input and output width are both `width`.
 
     width (int): Token vector width; the embedding layer must output this width.
     depth (int): Number of encoder layers.
@@ -73,8 +72,6 @@ def build_transformer_encoder_v1(
         "enabled" defaults to `mixed_precision`.
     RETURNS (Model[List[Floats2d], List[Floats2d]]): The encoder.
     """
-    # v1 is v2 with the local sub-layer and word dropout off and the final
-    # LayerNorm on (EncoderConfig's defaults).
     return build_transformer_encoder_v2(
         width,
         depth,
@@ -86,9 +83,7 @@ def build_transformer_encoder_v1(
         positions=positions,
         norm_first=norm_first,
         max_length=max_length,
-        conv_kernel=ENCODER["conv_kernel"],
-        token_dropout=ENCODER["token_dropout"],
-        final_norm=ENCODER["final_norm"],
+        **ENCODER_V1,
         window_overlap=window_overlap,
         max_batch_tokens=max_batch_tokens,
         mixed_precision=mixed_precision,
@@ -102,38 +97,36 @@ def build_transformer_encoder_v2(
     depth: int,
     n_heads: int,
     *,
-    ff_width: Optional[int] = ENCODER_V2_DEFAULTS["ff_width"],
-    dropout: float = ENCODER_V2_DEFAULTS["dropout"],
-    attention_dropout: float = ENCODER_V2_DEFAULTS["attention_dropout"],
-    activation: str = ENCODER_V2_DEFAULTS["activation"],
-    positions: str = ENCODER_V2_DEFAULTS["positions"],
-    norm_first: bool = ENCODER_V2_DEFAULTS["norm_first"],
-    max_length: int = ENCODER_V2_DEFAULTS["max_length"],
-    conv_kernel: int = ENCODER_V2_DEFAULTS["conv_kernel"],
-    maxout_pieces: int = ENCODER_V2_DEFAULTS["maxout_pieces"],
-    token_dropout: float = ENCODER_V2_DEFAULTS["token_dropout"],
-    final_norm: bool = ENCODER_V2_DEFAULTS["final_norm"],
+    ff_width: Optional[int] = ENCODER["ff_width"],
+    dropout: float = ENCODER["dropout"],
+    attention_dropout: float = ENCODER["attention_dropout"],
+    activation: str = ENCODER["activation"],
+    positions: str = ENCODER["positions"],
+    norm_first: bool = ENCODER["norm_first"],
+    max_length: int = ENCODER["max_length"],
+    window_size: Optional[int] = ENCODER["window_size"],
+    maxout_pieces: int = ENCODER["maxout_pieces"],
+    token_dropout: float = ENCODER["token_dropout"],
+    final_norm: bool = ENCODER["final_norm"],
     window_overlap: int = WINDOW["window_overlap"],
     max_batch_tokens: int = WINDOW["max_batch_tokens"],
     mixed_precision: bool = False,
     grad_scaler_config: Optional[dict] = None,
 ) -> Model[List[Floats2d], List[Floats2d]]:
-    """TransformerEncoder.v1 with a bias towards local context, word dropout
-    and no final LayerNorm: the changes that made it learn as fast per update
-    as spaCy's CNN and generalise on small NER corpora (docs/benchmarks.md).
-    Same slot, arguments and outputs as v1, plus:
+    """A Transformer encoder trained from scratch, for the `encode` slot of
+    `spacy.Tok2Vec.v2` (where `spacy.MaxoutWindowEncoder.v2` and
+    `spacy.TorchBiLSTMEncoder.v1` go); the encoder of the default recipe. Input and
+    output width are both `width`. The arguments are those of v1, plus:
 
-    conv_kernel (int): Window of a local sub-layer (pre-LN, residual) that runs
-        before self-attention in each block: each token and its
-        `conv_kernel // 2` neighbours on either side, concatenated, through a
-        Maxout layer and a LayerNorm (the layer of spaCy's CNN). 0 turns it off.
+    window_size (Optional[int]): Neighbours on either side of each token in the Maxout
+        window sub-layer that runs before self-attention in each block (the layer of
+        `spacy.MaxoutWindowEncoder.v2`, with its meaning of `window_size`); null for none.
     maxout_pieces (int): Pieces of that Maxout layer.
-    token_dropout (float): While training, zero a whole token vector at the
-        encoder's input with this probability (word dropout), so that the
-        model learns to tag from context.
-    final_norm (bool): With `norm_first`, close the residual stream with a
-        LayerNorm (as v1 and GPT-2 do). Off by default: the tagger then sees the
-        sum of the normalised input and the blocks' outputs, and learns faster.
+    token_dropout (float): While training, zero a whole token vector at the encoder's
+        input with this probability, so that the model learns to tag from context.
+    final_norm (bool): With `norm_first`, close the residual stream with a LayerNorm
+        (as v1 and GPT-2 do). Off by default: the tagger then sees the normalised input
+        plus the blocks' outputs.
     RETURNS (Model[List[Floats2d], List[Floats2d]]): The encoder.
     """
     config = EncoderConfig(
@@ -147,7 +140,7 @@ def build_transformer_encoder_v2(
         positions=positions,
         norm_first=norm_first,
         max_length=max_length,
-        conv_kernel=conv_kernel,
+        window_size=window_size,
         maxout_pieces=maxout_pieces,
         token_dropout=token_dropout,
         final_norm=final_norm,

@@ -1,84 +1,41 @@
 """The Transformer encoder as plain PyTorch modules (no spaCy or thinc imports).
 
-Shapes: B = windows in a batch, T = window length (padded), C = width,
-H = attention heads, D = C // H. Tensors are batch-first, (B, T, C); the
-thinc side (`windowing.py`) builds them from a list of docs, so there is no
-time-major `Padded` to mix up here.
+Read top-down: the settings (`EncoderConfig`), positions, self-attention, the Maxout window
+sub-layer, one block (`EncoderLayer`), the stack (`TransformerEncoderModule`).
+
+Shapes: B = windows in a batch, T = window length (padded), C = width, H = attention heads,
+D = C // H. Tensors are batch-first, (B, T, C); the thinc side (`windowing.py`) builds them from
+a list of docs, so there is no time-major `Padded` to mix up here.
+
+Training or inference is an argument of `forward` (`train`), and nothing here reads
+`nn.Module.training`: thinc's `PyTorchShim` switches the module to `eval()` and back to
+`train()` around every prediction, so with a pipeline shared by threads one thread's switch
+would turn dropout on inside another thread's forward pass.
 """
 
 import math
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .cpu_workarounds import GELU
+
 POSITION_SCHEMES = ("sinusoidal", "learned", "rotary", "none")
-
-
-@contextmanager
-def _onednn_disabled() -> Iterator[None]:
-    # The switch is process-wide: an op another thread runs meanwhile uses
-    # torch's own kernel too (same result, perhaps slower), never a wrong one.
-    enabled = torch.backends.mkldnn.enabled
-    torch.backends.mkldnn.enabled = False
-    try:
-        yield
-    finally:
-        torch.backends.mkldnn.enabled = enabled
-
-
-class _NativeGELUFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, X: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        ctx.save_for_backward(X)
-        with _onednn_disabled():
-            return F.gelu(X)
-
-    @staticmethod
-    def backward(ctx, dY: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        (X,) = ctx.saved_tensors
-        with _onednn_disabled():
-            return torch.ops.aten.gelu_backward(dY, X)
-
-
-class GELU(nn.Module):
-    """Exact GELU, as `nn.GELU`, but on CPU computed by torch's own kernel.
-
-    For float32 CPU tensors torch runs GELU through oneDNN, which caches one
-    primitive per tensor shape (up to 1,024). Batches of docs bring ever new
-    shapes, so the cache keeps allocating and evicting long-lived blocks, and
-    under glibc's malloc these fragment the heap: a process streaming docs grew
-    by ~50 MiB per 1,000 docs, almost all of it freed memory that malloc kept
-    (benchmarks/memory_retention.py; pytorch/pytorch#98688). torch's kernel
-    computes the same function (|Δ| < 1e-6) without a cache.
-    """
-
-    def forward(self, X: torch.Tensor) -> torch.Tensor:
-        if X.device.type != "cpu":
-            return F.gelu(X)
-        if X.requires_grad and torch.is_grad_enabled():
-            return _NativeGELUFunction.apply(X)
-        with _onednn_disabled():
-            return F.gelu(X)
-
-
 ACTIVATIONS = {"gelu": GELU, "relu": nn.ReLU, "silu": nn.SiLU}
 
 
 @dataclass(frozen=True)
 class EncoderConfig:
-    """The encoder's settings, and the one place where their defaults are
-    stated: the registered builders (`models/encoder.py`) take theirs from
-    here, and spaCy fills configs from the builders' signatures.
+    """The encoder's settings, and the one place where their defaults are stated:
+    the registered builders (`models/encoder.py`) take theirs from here, and spaCy fills
+    configs from the builders' signatures. The defaults are those of
+    `TransformerEncoder.v2`; v1 differs in three (`ENCODER_V1` in `models/encoder.py`).
 
     Checked once, on construction: an `EncoderConfig` that exists is valid.
-    `ff_width=None` means 4 * width. The defaults are those of
-    TransformerEncoder.v1 (no local sub-layer, no token dropout, a final
-    LayerNorm); v2 changes three of
-    them (`ENCODER_V2_DEFAULTS` in `models/encoder.py`).
+    `ff_width=None` means 4 * width.
     """
 
     width: int
@@ -91,14 +48,15 @@ class EncoderConfig:
     positions: str = "rotary"
     norm_first: bool = True
     max_length: int = 512
-    # Tokens in the window of the local Maxout sub-layer in each block (odd; 0 = none).
-    conv_kernel: int = 0
-    # Pieces of that Maxout layer (as spaCy's MaxoutWindowEncoder's maxout_pieces).
+    # Neighbours on either side of a token in the Maxout window sub-layer of each block,
+    # as `window_size` of spacy.MaxoutWindowEncoder.v2; None: no such sub-layer.
+    window_size: Optional[int] = 1
+    # Pieces of that Maxout layer (as `maxout_pieces` of spacy.MaxoutWindowEncoder.v2).
     maxout_pieces: int = 3
     # Probability of zeroing a whole token vector at the input while training.
-    token_dropout: float = 0.0
+    token_dropout: float = 0.1
     # Pre-LN only: close the residual stream with a LayerNorm before the output.
-    final_norm: bool = True
+    final_norm: bool = False
 
     def __post_init__(self) -> None:
         if self.ff_width is None and isinstance(self.width, int):
@@ -109,8 +67,11 @@ class EncoderConfig:
         def fail(msg: str) -> None:
             raise ValueError(f"TransformerEncoder: {msg}")
 
+        def is_int(value) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool)
+
         for name in ("width", "depth", "n_heads", "ff_width", "max_length", "maxout_pieces"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+            if not is_int(getattr(self, name)) or getattr(self, name) < 1:
                 fail(f"{name} must be a positive integer, got {getattr(self, name)!r}.")
         if self.width % self.n_heads:
             fail(
@@ -126,14 +87,10 @@ class EncoderConfig:
             )
         if self.activation not in ACTIVATIONS:
             fail(f"activation must be one of {tuple(ACTIVATIONS)}, got {self.activation!r}.")
-        if (
-            not isinstance(self.conv_kernel, int)
-            or self.conv_kernel < 0
-            or (self.conv_kernel and self.conv_kernel % 2 == 0)
-        ):
+        if self.window_size is not None and (not is_int(self.window_size) or self.window_size < 0):
             fail(
-                f"conv_kernel must be 0 (no local sub-layer) or an odd positive integer, "
-                f"got {self.conv_kernel!r}; e.g. conv_kernel = 3."
+                f"window_size must be null (no Maxout window sub-layer) or an integer >= 0, "
+                f"got {self.window_size!r}; e.g. window_size = 1 (one neighbour on either side)."
             )
         for name in ("norm_first", "final_norm"):
             if not isinstance(getattr(self, name), bool):
@@ -216,110 +173,116 @@ class SelfAttention(nn.Module):
         # either way it adds nothing to the state dict (non-persistent buffers).
         self._rotary = [rotary] if rotary is not None else []
 
-    def forward(self, X: torch.Tensor, attend: torch.Tensor) -> torch.Tensor:
+    def forward(self, X: torch.Tensor, attend: torch.Tensor, train: bool) -> torch.Tensor:
         # X: (B, T, C); attend: (B, 1, 1, T) bool, True = key is a real token.
         B, T, C = X.shape
         q, k, v = self.qkv(X).view(B, T, 3, self.n_heads, C // self.n_heads).permute(2, 0, 3, 1, 4)
         if self._rotary:
             q, k = self._rotary[0](q), self._rotary[0](k)
         Y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attend, dropout_p=self.attention_dropout if self.training else 0.0
+            q, k, v, attn_mask=attend, dropout_p=self.attention_dropout if train else 0.0
         )  # (B, H, T, D)
         return self.output(Y.transpose(1, 2).reshape(B, T, C))
 
 
-def token_windows(X: torch.Tensor, k: int) -> torch.Tensor:
-    """Each token's window of k rows, concatenated: (B, T, C) -> (B, T, k*C),
-    with zeros beyond either end. windows[b, t, i*C:(i+1)*C] = X[b, t + i - k // 2].
+def expand_window(X: torch.Tensor, window_size: int) -> torch.Tensor:
+    """Each token with its `window_size` neighbours on either side, concatenated, as thinc's
+    `expand_window`: (B, T, C) -> (B, T, (2 * window_size + 1) * C), zeros beyond either end.
+    out[b, t, i*C:(i+1)*C] = X[b, t + i - window_size].
 
-    A layer over these windows is a convolution of kernel k computed as one
-    matrix product. On CPU, torch runs `nn.Conv1d` through oneDNN, which caches
-    one primitive per input shape: a stream of batches of ever new shapes then
-    fragments glibc's heap (as for GELU, above). A plain matmul has no such cache.
+    A layer over these windows is a convolution computed as one matrix product. `nn.Conv1d`
+    would run through oneDNN on CPU, whose per-shape primitive cache fragments the heap
+    (see `cpu_workarounds`); a plain matmul has no such cache.
     """
-    half = k // 2
     T = X.shape[1]
-    P = F.pad(X, (0, 0, half, half))
-    return torch.cat([P[:, i : i + T] for i in range(k)], dim=-1)
+    P = F.pad(X, (0, 0, window_size, window_size))
+    return torch.cat([P[:, i : i + T] for i in range(2 * window_size + 1)], dim=-1)
 
 
-class LocalMaxout(nn.Module):
-    """A bias towards local context: each token and its `conv_kernel // 2`
-    neighbours on either side, concatenated, through a Maxout layer of
-    `maxout_pieces` pieces and a LayerNorm. This is the layer of spaCy's CNN
-    (`MaxoutWindowEncoder`: `expand_window >> Maxout(normalize=True)`), here as
-    a residual sub-layer before attention in each block.
+class MaxoutWindow(nn.Module):
+    """The layer of spaCy's CNN (`spacy.MaxoutWindowEncoder.v2`: `expand_window >>
+    Maxout(normalize=True)`): each token and its `window_size` neighbours on either side,
+    concatenated, through a Maxout layer of `maxout_pieces` pieces and a LayerNorm. Used as a
+    residual sub-layer before attention in each block: a bias towards local context, which
+    attention alone learns slowly from little data.
 
-    The LayerNorm at its output matters: the branch adds features of unit scale
-    from the first update, where an unnormalised branch (a convolution with
-    GELU and an output projection) starts near zero and learns far slower
-    (docs/benchmarks.md). The Maxout keeps torch's default `nn.Linear`
-    initialisation; the LayerNorm makes the branch's scale independent of it.
+    The LayerNorm at the output makes the branch add features of unit scale from the first
+    update, whatever the initialisation of the Maxout (torch's default for `nn.Linear`).
 
-    Padding rows are zeroed before the windows are taken, so a doc's last tokens
-    see the same zeros whether the doc is alone or padded in a batch, and a
-    doc's outputs do not depend on its batch-mates.
+    Padding rows are zeroed before the windows are taken, so a doc's last tokens see the same
+    zeros whether the doc is alone or padded in a batch.
     """
 
     def __init__(self, config: EncoderConfig):
         super().__init__()
-        self.kernel = config.conv_kernel
+        assert config.window_size is not None
+        self.window_size = config.window_size
         self.pieces = config.maxout_pieces
-        self.maxout = nn.Linear(
-            config.conv_kernel * config.width, config.maxout_pieces * config.width
-        )
+        n_inputs = (2 * config.window_size + 1) * config.width
+        self.maxout = nn.Linear(n_inputs, config.maxout_pieces * config.width)
         self.norm = nn.LayerNorm(config.width)
 
     def forward(self, X: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         # X: (B, T, C); mask: (B, T) bool.
         B, T, C = X.shape
         X = X * mask[..., None].to(X.dtype)
-        H = self.maxout(token_windows(X, self.kernel))  # (B, T, C * pieces)
+        H = self.maxout(expand_window(X, self.window_size))  # (B, T, C * pieces)
         return self.norm(H.view(B, T, C, self.pieces).amax(dim=-1))
 
 
 class EncoderLayer(nn.Module):
-    """One block: [local Maxout window], self-attention, feed-forward; each a
-    residual sub-layer with its own LayerNorm (pre- or post-LN)."""
+    """One block: [Maxout window], self-attention, feed-forward; each a residual sub-layer
+    with its own LayerNorm, before the sub-layer (pre-LN) or after the sum (post-LN)."""
 
     def __init__(self, config: EncoderConfig, rotary: Optional[RotaryPositions]):
         super().__init__()
         self.norm_first = config.norm_first
-        # None when conv_kernel = 0, so v1 models have the same state dict as before.
-        self.conv = LocalMaxout(config) if config.conv_kernel else None
-        self.conv_norm = nn.LayerNorm(config.width) if config.conv_kernel else None
+        self.dropout = config.dropout
+        # None without the sub-layer, so v1 models keep the state dict of 0.1.0.
+        has_window = config.window_size is not None
+        self.maxout_window = MaxoutWindow(config) if has_window else None
+        self.maxout_window_norm = nn.LayerNorm(config.width) if has_window else None
         self.attention = SelfAttention(config, rotary)
         self.attention_norm = nn.LayerNorm(config.width)
         self.ff_input = nn.Linear(config.width, config.ff_width)
         self.activation = ACTIVATIONS[config.activation]()
         self.ff_output = nn.Linear(config.ff_width, config.width)
         self.ff_norm = nn.LayerNorm(config.width)
-        self.dropout = nn.Dropout(config.dropout)
 
-    def feed_forward(self, X: torch.Tensor) -> torch.Tensor:
-        return self.ff_output(self.dropout(self.activation(self.ff_input(X))))
-
-    def forward(self, X: torch.Tensor, attend: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        if self.conv is not None and self.conv_norm is not None:
-            if self.norm_first:
-                X = X + self.dropout(self.conv(self.conv_norm(X), mask))
-            else:
-                X = self.conv_norm(X + self.dropout(self.conv(X, mask)))
+    def residual(
+        self,
+        X: torch.Tensor,
+        norm: nn.LayerNorm,
+        sublayer: Callable[[torch.Tensor], torch.Tensor],
+        train: bool,
+    ) -> torch.Tensor:
+        """X + sublayer(X), with dropout on the branch and the norm where the scheme puts it:
+        pre-LN (Xiong et al. 2020, https://arxiv.org/abs/2002.04745) keeps the residual
+        stream unnormalised and trains without warmup; post-LN (Vaswani et al.) normalises
+        the sum."""
         if self.norm_first:
-            X = X + self.dropout(self.attention(self.attention_norm(X), attend))
-            X = X + self.dropout(self.feed_forward(self.ff_norm(X)))
-        else:
-            X = self.attention_norm(X + self.dropout(self.attention(X, attend)))
-            X = self.ff_norm(X + self.dropout(self.feed_forward(X)))
-        return X
+            return X + F.dropout(sublayer(norm(X)), self.dropout, train)
+        return norm(X + F.dropout(sublayer(X), self.dropout, train))
+
+    def feed_forward(self, X: torch.Tensor, train: bool) -> torch.Tensor:
+        H = F.dropout(self.activation(self.ff_input(X)), self.dropout, train)
+        return self.ff_output(H)
+
+    def forward(
+        self, X: torch.Tensor, attend: torch.Tensor, mask: torch.Tensor, train: bool
+    ) -> torch.Tensor:
+        if self.maxout_window is not None and self.maxout_window_norm is not None:
+            window = self.maxout_window
+            X = self.residual(X, self.maxout_window_norm, lambda H: window(H, mask), train)
+        X = self.residual(X, self.attention_norm, lambda H: self.attention(H, attend, train), train)
+        return self.residual(X, self.ff_norm, lambda H: self.feed_forward(H, train), train)
 
 
 class TransformerEncoderModule(nn.Module):
     """A stack of encoder layers over padded windows with a padding mask.
 
-    Unlike `nn.TransformerEncoder`, which deep-copies one layer (so every layer
-    starts from the same weights), each layer here is built and initialised on
-    its own.
+    Unlike `nn.TransformerEncoder`, which deep-copies one layer (so every layer starts from
+    the same weights), each layer here is built and initialised on its own.
     """
 
     def __init__(self, config: EncoderConfig):
@@ -336,21 +299,19 @@ class TransformerEncoderModule(nn.Module):
         else:
             self.positions = nn.Identity()
         self.rotary = rotary  # registered once here (it holds no parameters)
-        self.dropout = nn.Dropout(config.dropout)
         self.layers = nn.ModuleList(EncoderLayer(config, rotary) for _ in range(config.depth))
-        # Pre-LN leaves the residual stream unnormalised; GPT-2 closes it with a
-        # norm. For tagging, v2 leaves it open: the tagger then sees the sum of
-        # the (normalised) input and the blocks' outputs, which learned much
-        # faster per update on CoNLL-2003 (docs/benchmarks.md).
+        # Pre-LN leaves the residual stream unnormalised, and GPT-2 closes it with a norm.
+        # Without it (final_norm = false) the tagger sees the normalised input plus the
+        # blocks' outputs, which a per-token classifier learns from faster.
         self.final_norm = (
             nn.LayerNorm(config.width) if config.norm_first and config.final_norm else nn.Identity()
         )
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        # GPT-2 style: N(0, 0.02), with the projections that write into the
-        # residual stream scaled down by sqrt(2 * depth) so its variance does
-        # not grow with depth.
+        # GPT-2 style (https://github.com/karpathy/nanoGPT/blob/master/model.py): N(0, 0.02),
+        # with the projections that write into the residual stream scaled down by
+        # sqrt(2 * depth) so that its variance does not grow with depth.
         residual_std = 0.02 / math.sqrt(2 * self.config.depth)
         for layer in self.layers:
             for linear in (layer.attention.qkv, layer.ff_input):
@@ -360,9 +321,10 @@ class TransformerEncoderModule(nn.Module):
                 nn.init.normal_(linear.weight, std=residual_std)
                 nn.init.zeros_(linear.bias)
 
-    def forward(self, X: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, X: torch.Tensor, mask: torch.Tensor, train: bool = False) -> torch.Tensor:
         """X (torch.Tensor): (B, T, C) windows of token vectors.
         mask (torch.Tensor): (B, T) bool, True for real tokens.
+        train (bool): Apply dropout and token dropout (training); False for inference.
         RETURNS (torch.Tensor): (B, T, C); rows at padding positions are zero.
         """
         if X.shape[1] > self.config.max_length:
@@ -375,13 +337,13 @@ class TransformerEncoderModule(nn.Module):
         # positions instead. Their outputs are zeroed below and never used.
         empty = ~mask.any(dim=1, keepdim=True)
         attend = (mask | empty)[:, None, None, :]  # (B, 1, 1, T)
-        if self.training and self.config.token_dropout > 0:
-            # Word dropout on the token vectors: whole tokens, no rescaling, so
-            # that the model learns to tag from context when a word is unknown.
+        if train and self.config.token_dropout > 0:
+            # Token dropout: whole token vectors zeroed, no rescaling, so that the model
+            # learns to tag from context when a word is unknown.
             keep = torch.rand(X.shape[:2], device=X.device) >= self.config.token_dropout
             X = X * keep[..., None].to(X.dtype)
-        X = self.dropout(self.positions(X))
+        X = F.dropout(self.positions(X), self.config.dropout, train)
         for layer in self.layers:
-            X = layer(X, attend, mask)
+            X = layer(X, attend, mask, train)
         X = self.final_norm(X)
         return X * mask[..., None].to(X.dtype)

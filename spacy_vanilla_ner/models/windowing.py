@@ -163,13 +163,13 @@ class WindowedEncoder(torch.nn.Module):
         self.encoder = encoder
         register_fork_hook()
 
-    def forward(self, X: torch.Tensor, *, batch: WindowBatch) -> torch.Tensor:
+    def forward(self, X: torch.Tensor, *, batch: WindowBatch, train: bool) -> torch.Tensor:
         register_fork_hook()  # a flag check after the first call
         # X: (N, C). Append a zero row for the padding positions to gather.
         X = torch.cat([X, X.new_zeros((1, X.shape[1]))])
         outputs = []
         for gather, mask in batch.chunks:
-            Y = self.encoder(X[gather], mask)  # (B, T, C)
+            Y = self.encoder(X[gather], mask, train)  # (B, T, C)
             outputs.append(Y.reshape(-1, Y.shape[-1]))
         # Under autocast the encoder may return half precision; thinc wants float32.
         return torch.cat(outputs)[batch.output_index].float()  # (N, C)
@@ -184,7 +184,9 @@ def convert_inputs(
 ) -> Tuple[ArgsKwargs, Callable[[ArgsKwargs], List[Floats2d]]]:
     """Flatten the docs and plan their windows. The window settings are bound
     from the config (functools.partial), not stored as model attrs, so a
-    loaded model uses the settings of the config it is loaded with."""
+    loaded model uses the settings of the config it is loaded with. Whether
+    dropout applies is passed to the module as an argument (`train`), never
+    through the module's shared train/eval state."""
     lengths = [len(x) for x in X]
     Xt = xp2torch(model.ops.flatten(X), requires_grad=is_train)
     batch = build_window_batch(
@@ -194,7 +196,7 @@ def convert_inputs(
     def convert_for_backprop(d_inputs: ArgsKwargs) -> List[Floats2d]:
         return model.ops.unflatten(torch2xp(d_inputs.args[0]), lengths)
 
-    return ArgsKwargs(args=(Xt,), kwargs={"batch": batch}), convert_for_backprop
+    return ArgsKwargs(args=(Xt,), kwargs={"batch": batch, "train": is_train}), convert_for_backprop
 
 
 def convert_outputs(

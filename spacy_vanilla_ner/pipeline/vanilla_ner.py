@@ -4,6 +4,7 @@ from itertools import islice
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy
+from spacy.errors import Errors
 from spacy.language import Language
 from spacy.pipeline import TrainablePipe
 from spacy.tokens import Doc, Span
@@ -98,7 +99,7 @@ class VanillaNER(TrainablePipe):
         model: Model,
         name: str = "vanilla_ner",
         *,
-        crf: bool = False,
+        crf: bool = True,
         label_smoothing: float = 0.0,
         scorer: Optional[Callable] = None,
     ) -> None:
@@ -282,8 +283,11 @@ class VanillaNER(TrainablePipe):
         """
         docs = list(docs)
         if not self._is_initialized or not self.labels:
-            # An untrained component predicts no entities.
-            return [numpy.zeros((len(doc),), dtype="int64") for doc in docs]
+            raise ValueError(
+                f"{Errors.E109.format(name=self.name)} The component has no trained model: "
+                f"train it (`spacy train`, or `nlp.initialize()` and `nlp.update()`), or load "
+                f"a trained pipeline with `spacy.load()`."
+            )
         if not any(len(doc) for doc in docs):
             return [numpy.zeros((len(doc),), dtype="int64") for doc in docs]
         scores = self.model.predict(docs)

@@ -3,7 +3,7 @@ docs (torch, batched), and the thinc layer that holds the learned transition
 scores."""
 
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy
 import torch
@@ -153,11 +153,22 @@ def build_crf_layer() -> Model[List[Floats2d], List[Floats2d]]:
     the component uses the scores in its loss and decoder."""
     return Model(
         "vanilla_ner_crf",
-        lambda model, X, is_train: (X, lambda dY: dY),
+        _crf_forward,
         init=_init_crf,
         dims={"nO": None},
         params={"transitions": None, "start": None, "end": None},
     )
+
+
+def _crf_forward(
+    model: Model, X: List[Floats2d], is_train: bool
+) -> Tuple[List[Floats2d], Callable[[List[Floats2d]], List[Floats2d]]]:
+    # A module-level function, not a lambda, so that pipelines pickle.
+    return X, _identity
+
+
+def _identity(dY: List[Floats2d]) -> List[Floats2d]:
+    return dY
 
 
 def _init_crf(model: Model, X=None, Y=None) -> None:

@@ -1,12 +1,10 @@
-"""Reliability: batch composition, padding, several processes and memory zones."""
-
-import json
+"""Reliability: batch composition, padding and memory zones (several processes:
+test_default_pipeline.py)."""
 
 import numpy
-import pytest
 from spacy.tokens import Doc
 
-from tests.helpers import ents_of, run_script, words_doc
+from tests.helpers import ents_of, words_doc
 
 
 def test_same_entities_for_batch_sizes_1_2_128(trained_nlp, dev_texts):
@@ -30,43 +28,6 @@ def test_scores_do_not_depend_on_padding(trained_nlp):
     for doc, scores in zip(docs, together):
         alone = model.predict([doc])[0]
         numpy.testing.assert_allclose(scores, alone, atol=1e-5)
-
-
-MULTIPROCESS_SCRIPT = """
-import json, multiprocessing, sys
-
-def main():
-    method, path, texts_path = sys.argv[1:4]
-    multiprocessing.set_start_method(method, force=True)
-    import spacy
-    nlp = spacy.load(path)
-    texts = json.load(open(texts_path, encoding="utf8"))
-    # Serial first, so torch's thread pools exist before the fork (spaCy #6662).
-    serial = [[(e.start_char, e.end_char, e.label_) for e in d.ents] for d in nlp.pipe(texts)]
-    parallel = [[(e.start_char, e.end_char, e.label_) for e in d.ents]
-                for d in nlp.pipe(texts, n_process=2, batch_size=10)]
-    print(json.dumps({"serial": serial, "parallel": parallel}))
-
-if __name__ == "__main__":
-    main()
-"""
-
-
-@pytest.mark.parametrize("method", ["fork", "spawn"])
-def test_pipe_n_process_2_equals_serial(trained_path, dev_texts, tmp_path, method):
-    texts = dev_texts[:40] + ["", "   ", "x" * 5000, "😀 Emma Watson in London"]
-    texts_path = tmp_path / "texts.json"
-    texts_path.write_text(json.dumps(texts), encoding="utf8")
-    out = run_script(
-        MULTIPROCESS_SCRIPT,
-        method,
-        str(trained_path),
-        str(texts_path),
-        env={"OMP_NUM_THREADS": "2"},
-        timeout=120,
-    )
-    assert out["parallel"] == out["serial"]
-    assert sum(len(e) for e in out["serial"]) > 10
 
 
 def test_memory_zone(trained_nlp, dev_texts):

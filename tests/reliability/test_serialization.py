@@ -1,7 +1,7 @@
-"""Reliability: bytes, disk and pickle round trips, and loading in a fresh process."""
+"""Reliability: bytes and disk round trips, and loading in a fresh process (pickle of the
+default pipeline: test_default_pipeline.py)."""
 
 import json
-import pickle
 
 import spacy
 
@@ -28,12 +28,6 @@ def test_disk_round_trip_identical(trained_nlp, trained_path, dev_texts, tmp_pat
     # The vocab aside: the session's `trained_nlp` gains strings as other tests
     # run new text through it.
     assert nlp2.to_bytes(exclude=["vocab"]) == trained_nlp.to_bytes(exclude=["vocab"])
-
-
-def test_pickle_round_trip(trained_nlp, dev_texts):
-    nlp2 = pickle.loads(pickle.dumps(trained_nlp))
-    assert ents_of(list(nlp2.pipe(dev_texts))) == ents_of(list(trained_nlp.pipe(dev_texts)))
-    assert nlp2.get_pipe("vanilla_ner").to_bytes() == trained_nlp.get_pipe("vanilla_ner").to_bytes()
 
 
 LOAD_SCRIPT = """
