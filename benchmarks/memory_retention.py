@@ -9,7 +9,7 @@ Trains a default `vanilla_ner` for 30 updates (about one epoch) on the shipped W
 (benchmarks/stress.py's generator, pathological docs included) once per setup,
 each in a fresh process:
 
-- package: the encoder as shipped (torch_modules.GELU keeps GELU off oneDNN);
+- package: the encoder as shipped (cpu_workarounds.GELU keeps GELU off oneDNN);
 - torch nn.GELU: the encoder with `torch.nn.GELU`, which torch runs through
   oneDNN on CPU (what 0.1.0 development builds did);
 - the same with ONEDNN_PRIMITIVE_CACHE_CAPACITY=0 (no per-shape primitive
@@ -55,10 +55,10 @@ def worker(model: str, gelu: str, n_docs: int, batch_size: int) -> Dict:
     if gelu == "torch":
         import torch
 
-        from spacy_vanilla_ner.models import torch_encoder as torch_modules
+        from spacy_vanilla_ner.models import torch_encoder
 
         # Only consulted when the pipeline is built, i.e. by spacy.load below.
-        torch_modules.ACTIVATIONS["gelu"] = torch.nn.GELU
+        torch_encoder.ACTIVATIONS["gelu"] = torch.nn.GELU
     out = stress.worker_stream(model, n_docs, 0, False, batch_size)
     return {
         k: out[k]

@@ -307,3 +307,33 @@ def tagger_model_with_encoder(
             "encode": encode,
         },
     }
+
+
+def copy_project(dest: Path) -> Path:
+    """A copy of the spaCy project (project.yml, configs, scripts, the shipped WikiGold split,
+    and the converter its `convert` command lists as a dependency) in `dest`, to run
+    `spacy project run` in."""
+    import shutil
+
+    shutil.copy(REPO / "project.yml", dest / "project.yml")
+    shutil.copytree(REPO / "assets" / "wikigold", dest / "assets" / "wikigold")
+    shutil.copytree(REPO / "configs", dest / "configs")
+    shutil.copytree(REPO / "scripts", dest / "scripts")
+    (dest / "spacy_vanilla_ner").mkdir()
+    shutil.copy(REPO / "spacy_vanilla_ner" / "convert.py", dest / "spacy_vanilla_ner")
+    return dest
+
+
+def edit_config(path: Path, values: Dict[str, object]) -> None:
+    """Set `section.key` values in the config file at `path`, as a user editing it would
+    (project.yml passes no training setting to `spacy train`)."""
+    from spacy.util import load_config
+
+    config = load_config(path, interpolate=False)
+    for dotted, value in values.items():
+        *sections, key = dotted.split(".")
+        node = config
+        for section in sections:
+            node = node[section]
+        node[key] = value
+    config.to_disk(path)

@@ -12,6 +12,8 @@ import spacy
 import srsly
 from spacy.util import load_config, load_model_from_config
 
+from tests.helpers import copy_project, edit_config
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*.cfg"))
 SYSTEMS = [
@@ -49,14 +51,13 @@ def run(args, cwd, timeout=300):
 def project(tmp_path_factory):
     """A copy of the project (project.yml, configs, scripts) with the 100-sentence
     fixture as both train and dev, converted with `spacy project run convert`."""
-    path = tmp_path_factory.mktemp("project")
-    shutil.copy(REPO / "project.yml", path / "project.yml")
-    shutil.copytree(REPO / "configs", path / "configs")
-    shutil.copytree(REPO / "scripts", path / "scripts")
-    (path / "spacy_vanilla_ner").mkdir()
-    shutil.copy(
-        REPO / "spacy_vanilla_ner" / "convert.py", path / "spacy_vanilla_ner" / "convert.py"
-    )
+    path = copy_project(tmp_path_factory.mktemp("project"))
+    # A short run: the config is edited as a user would (project.yml overrides nothing).
+    for name in ("transformer_vner", "transformer_ner"):
+        edit_config(
+            path / "configs" / f"{name}.cfg",
+            {"training.max_steps": 2, "training.eval_frequency": 1},
+        )
     out = run(
         [
             sys.executable,
@@ -169,12 +170,76 @@ def test_project_yml_is_valid():
     assert (REPO / commands["train"]["deps"][0]).exists()
     assert all(s in SYSTEMS for s in variables["compare_systems"].split(","))
     train = commands["train"]["script"][0]
-    assert "--gpu-id -1" in train and "--training.max_steps" in train
+    assert "--gpu-id -1" in train
     assert commands["diagnose"]["outputs"] == [
         "metrics/diagnose.json",
         "metrics/diagnose_curves.json",
         "metrics/diagnose.png",
     ]
+
+
+def test_project_yml_overrides_no_config_value():
+    """Every setting of a training run comes from its config: the commands that read a
+    config pass only paths (`--paths.*`) and the device (`--gpu-id`), never a value the user
+    would edit in the config (max_steps, eval_frequency, gpu_allocator, ...)."""
+    import re
+
+    from weasel.util import load_project_config
+
+    project = load_project_config(REPO, interpolate=True)
+    readers = ("spacy train", "spacy pretrain", "spacy evaluate", "spacy_vanilla_ner.debug_data")
+    checked = 0
+    for command in project["commands"]:
+        for line in command["script"]:
+            if not any(reader in line for reader in readers):
+                continue
+            checked += 1
+            for option in re.findall(r"(?<!\S)--([\w.-]+)", line):
+                assert option.startswith("paths.") or option in ("output", "gpu-id"), (
+                    command["name"],
+                    option,
+                )
+    assert checked >= 5
+
+
+def test_evaluate_test_refuses_wikigold_test_for_own_data(tmp_path):
+    """`evaluate-test` scores the test split that belongs with the converted corpus: after
+    `convert` of the user's own files, the shipped WikiGold test split is refused."""
+    copy_project(tmp_path)
+    own = tmp_path / "own.conll"
+    shutil.copy(FIXTURE, own)
+    run(
+        [
+            sys.executable,
+            "-m",
+            "spacy",
+            "project",
+            "run",
+            "convert",
+            ".",
+            "--vars.train",
+            str(own),
+            "--vars.dev",
+            str(own),
+        ],
+        cwd=tmp_path,
+    )
+    (tmp_path / "training" / "model-best").mkdir(parents=True)  # a dependency of the command
+    result = subprocess.run(
+        [sys.executable, "-m", "spacy", "project", "run", "evaluate-test", "."],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode != 0
+    assert "WikiGold test split" in result.stdout and "--vars.test" in result.stdout
+    assert not (tmp_path / "metrics" / "evaluate-test.json").exists()
+    # The same corpus's own test file is accepted by the check (the model is missing here).
+    check = [sys.executable, "scripts/corpus_splits.py", "check"]
+    assert subprocess.run([*check, str(tmp_path / "mine_test.conll")], cwd=tmp_path).returncode == 0
+    refused = subprocess.run([*check, str(own)], cwd=tmp_path, capture_output=True, text=True)
+    assert refused.returncode == 1 and "is the train file" in refused.stdout
 
 
 def test_project_commands_listed():
@@ -194,25 +259,13 @@ def test_convert(project):
 
 
 def test_train_evaluate_and_package_meta(project):
-    """`train` and `evaluate` as `spacy project run all` runs them (2 steps), and
-    the packaged meta requires spacy-vanilla-ner."""
+    """`train` and `evaluate` as `spacy project run all` runs them (2 steps, set in the
+    config), and the packaged meta requires spacy-vanilla-ner."""
     for command in ("train", "evaluate"):
-        run(
-            [
-                sys.executable,
-                "-m",
-                "spacy",
-                "project",
-                "run",
-                command,
-                str(project),
-                "--vars.max_steps",
-                "2",
-                "--vars.eval_frequency",
-                "1",
-            ],
-            cwd=project,
-        )
+        out = run([sys.executable, "-m", "spacy", "project", "run", command], cwd=project)
+    assert len(srsly.read_json(project / "training" / "model-last" / "meta.json")) > 0
+    trained = load_config(project / "training" / "model-last" / "config.cfg")
+    assert trained["training"]["max_steps"] == 2, out
     scores = srsly.read_json(project / "metrics" / "evaluate.json")
     assert 0.0 <= scores["ents_f"] <= 1.0
     nlp = spacy.load(project / "training" / "model-best")
@@ -365,11 +418,23 @@ def test_link_minilm(tmp_path):
 
 @pytest.mark.gpu
 def test_train_on_gpu_with_mixed_precision(project):
-    """The GPU path of project.yml: pytorch allocator and mixed precision."""
+    """The GPU path of project.yml: a config with the pytorch allocator and mixed precision
+    (set in the config: project.yml passes only --gpu-id)."""
     import torch
 
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
+    config = project / "configs" / "gpu.cfg"
+    shutil.copy(project / "configs" / "transformer_vner.cfg", config)
+    edit_config(
+        config,
+        {
+            "system.gpu_allocator": "pytorch",
+            "system.mixed_precision": True,
+            "training.max_steps": 4,
+            "training.eval_frequency": 2,
+        },
+    )
     run(
         [
             sys.executable,
@@ -381,14 +446,8 @@ def test_train_on_gpu_with_mixed_precision(project):
             str(project),
             "--vars.gpu_id",
             "0",
-            "--vars.gpu_allocator",
-            "pytorch",
-            "--vars.mixed_precision",
-            "true",
-            "--vars.max_steps",
-            "4",
-            "--vars.eval_frequency",
-            "2",
+            "--vars.config",
+            "gpu",
         ],
         cwd=project,
     )

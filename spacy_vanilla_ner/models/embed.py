@@ -5,14 +5,12 @@ With probability `rate` per token and per update, the token's NORM is replaced b
 64-bit id before the wrapped embedding layer reads its features, so every hashed table keyed on
 NORM (`MultiHashEmbed`'s first feature, `CharacterEmbed`'s word part) returns rows unrelated to
 the word, as for a word that never occurred in training; the token's text, and with it its
-PREFIX, SUFFIX and SHAPE features, stay as they are. Most dev-set errors are on entities whose
-form was not in the training set (`benchmarks/errors.py`: 93 % of WikiGold's dev entities,
-a third of CoNLL-2003's); this trains the model to tag such words from their spelling and
-context, as Lample et al. (2016) did by replacing singletons with an unknown-word embedding.
-Unlike word dropout in the encoder (`token_dropout`), which zeroes a token's whole vector,
-only the word identity goes. Inference is unchanged (the docs pass through). With rate 0.1 the
-default recipe's unseen-entity F1 on CoNLL-2003 dev, trained to convergence, rose from 72.3 to
-75.3 and its dev F1 from 89.61 to 90.67 (docs/benchmarks.md, round five).
+PREFIX, SUFFIX and SHAPE features, stay as they are. Most errors of a trained NER model are on
+names it never saw in training; this trains the model to tag such words from their spelling and
+context, as Lample et al. (2016, https://arxiv.org/abs/1603.01360) did by replacing singletons
+with an unknown-word embedding. Unlike token dropout in the encoder (`token_dropout`), which
+zeroes a token's whole vector, only the word identity goes. Inference is unchanged (the docs
+pass through).
 
 The ids are set on copies of the docs with `Doc.from_array`, so the docs the pipeline
 processes are not changed and no string is added to the vocab.

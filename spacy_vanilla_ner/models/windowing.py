@@ -163,7 +163,7 @@ class WindowedEncoder(torch.nn.Module):
         self.encoder = encoder
         register_fork_hook()
 
-    def forward(self, X: torch.Tensor, *, batch: WindowBatch, train: bool) -> torch.Tensor:
+    def forward(self, X: torch.Tensor, *, batch: WindowBatch, train: bool = False) -> torch.Tensor:
         register_fork_hook()  # a flag check after the first call
         # X: (N, C). Append a zero row for the padding positions to gather.
         X = torch.cat([X, X.new_zeros((1, X.shape[1]))])

@@ -25,7 +25,7 @@ from ..tagging.crf import build_crf_layer, crf_loss_and_gradient
 from ..tagging.viterbi import viterbi_batch
 
 # The default model: the recipe of configs/transformer_vner.cfg (hashed
-# features under NormDropout, TransformerEncoder.v2, CRF; docs/benchmarks.md). Every other setting
+# features under NormDropout, TransformerEncoder.v2, CRF; docs/reference.md). Every other setting
 # is left to the builders' signatures, which spaCy fills in.
 DEFAULT_CONFIG_STR = """
 [model]

@@ -12,7 +12,7 @@ from thinc.api import fix_random_seed
 
 from spacy_vanilla_ner.models.encoder import (
     ENCODER,
-    ENCODER_V2_DEFAULTS,
+    ENCODER_V1,
     build_transformer_encoder_v1,
     build_transformer_encoder_v2,
     build_transformer_tok2vec_v1,
@@ -164,8 +164,8 @@ def test_gpu_long_doc_and_round_trip_to_cpu():
     numpy.testing.assert_allclose(cupy.asnumpy(Y_gpu[0]), Y_cpu[0], atol=1e-3)
 
 
-# Settings that TransformerEncoder.v2 added; v1 keeps them off (EncoderConfig's defaults).
-V2_ONLY = ("conv_kernel", "maxout_pieces", "token_dropout", "final_norm")
+# Settings that TransformerEncoder.v2 added; v1 fixes them (ENCODER_V1) or has no use for them.
+V2_ONLY = ("window_size", "maxout_pieces", "token_dropout", "final_norm")
 
 
 @pytest.mark.parametrize("builder", [build_transformer_encoder_v1, build_transformer_tok2vec_v1])
@@ -179,15 +179,17 @@ def test_builder_defaults_come_from_the_configs(builder):
     assert not set(V2_ONLY) & set(parameters)
 
 
-def test_v2_defaults_are_v1_plus_local_maxout_word_dropout_and_no_final_norm():
+def test_v2_defaults_are_encoder_config_and_v1_states_its_differences():
     parameters = inspect.signature(build_transformer_encoder_v2).parameters
-    for name, default in ENCODER_V2_DEFAULTS.items():
-        assert parameters[name].default == default, name
-    changed = {k for k, v in ENCODER_V2_DEFAULTS.items() if v != ENCODER[k]}
-    # maxout_pieces has one default (3); v1 has no local sub-layer to use it.
-    assert changed == set(V2_ONLY) - {"maxout_pieces"}
-    assert ENCODER_V2_DEFAULTS["conv_kernel"] == 3 and ENCODER["conv_kernel"] == 0
-    assert ENCODER["final_norm"] is True and ENCODER_V2_DEFAULTS["final_norm"] is False
+    for config_class in (EncoderConfig, WindowConfig):
+        for field in dataclasses.fields(config_class):
+            if field.default is not dataclasses.MISSING:
+                assert parameters[field.name].default == field.default, field.name
+    # v1 = v2 without the Maxout window sub-layer and token dropout, with a final
+    # LayerNorm; maxout_pieces has no use without the sub-layer.
+    assert ENCODER_V1 == {"window_size": None, "token_dropout": 0.0, "final_norm": True}
+    assert set(ENCODER_V1) == set(V2_ONLY) - {"maxout_pieces"}
+    assert ENCODER["window_size"] == 1 and ENCODER["final_norm"] is False
 
 
 def test_encoder_config_checked_once(monkeypatch):
@@ -199,9 +201,9 @@ def test_encoder_config_checked_once(monkeypatch):
 
 
 def test_v1_builders_keep_v1_modules():
-    """v1 and TransformerTok2Vec.v1 build v1's module (final LayerNorm, no local
-    sub-layer), whatever v2's defaults are: saved v1 pipelines must load."""
+    """v1 and TransformerTok2Vec.v1 build v1's module (final LayerNorm, no Maxout
+    window sub-layer), whatever v2's defaults are: saved v1 pipelines must load."""
     for model in (make_encoder(), build_transformer_tok2vec_v1(ENCODER_WIDTH, 1, 4)):
         module = encoder_module(model).encoder
         assert isinstance(module.final_norm, torch.nn.LayerNorm)
-        assert all(layer.conv is None for layer in module.layers)
+        assert all(layer.maxout_window is None for layer in module.layers)

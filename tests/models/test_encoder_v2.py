@@ -1,4 +1,4 @@
-"""TransformerEncoder.v2: the local Maxout sub-layer and word dropout."""
+"""TransformerEncoder.v2: the Maxout window sub-layer, token dropout and no final LayerNorm."""
 
 import numpy
 import pytest
@@ -9,7 +9,7 @@ from thinc.api import fix_random_seed
 from spacy_vanilla_ner.models.encoder import build_transformer_encoder_v2
 from spacy_vanilla_ner.models.torch_encoder import (
     EncoderConfig,
-    LocalMaxout,
+    MaxoutWindow,
     TransformerEncoderModule,
 )
 from tests.helpers import ENCODER_WIDTH, encoder_inputs, encoder_module, fixture_examples, train
@@ -20,18 +20,19 @@ def make_module(**kwargs):
     settings = dict(width=16, depth=2, n_heads=2, dropout=0.0, attention_dropout=0.0)
     settings.update(kwargs)
     module = TransformerEncoderModule(EncoderConfig(**settings))
-    with torch.no_grad():  # weights large enough that the convolution matters
+    with torch.no_grad():  # weights large enough that the Maxout window matters
         for p in module.parameters():
             if p.dim() > 1:
                 torch.nn.init.normal_(p, std=0.3)
-    return module.eval()
+    return module
 
 
-def reference_local_maxout(layer, X, mask):
-    """LocalMaxout written out token by token: zero the padding, concatenate
+def reference_maxout_window(layer, X, mask):
+    """MaxoutWindow written out token by token: zero the padding, concatenate
     each token's window (zeros beyond either end), Maxout, LayerNorm."""
     B, T, C = X.shape
-    k, half = layer.kernel, layer.kernel // 2
+    half = layer.window_size
+    k = 2 * half + 1
     X = X * mask[..., None].to(X.dtype)
     rows = []
     for b in range(B):
@@ -45,16 +46,16 @@ def reference_local_maxout(layer, X, mask):
     return torch.stack(rows).view(B, T, C)
 
 
-@pytest.mark.parametrize("kernel,pieces", [(1, 1), (3, 3), (5, 2), (7, 3)])
+@pytest.mark.parametrize("window_size,pieces", [(0, 1), (1, 3), (2, 2), (3, 3)])
 @pytest.mark.parametrize("shape", [(3, 9, 16), (1, 1, 16), (2, 2, 8)])
-def test_local_maxout_matches_token_by_token_reference_with_gradients(kernel, pieces, shape):
+def test_maxout_window_matches_token_by_token_reference_with_gradients(window_size, pieces, shape):
     """The windowed matmul is the layer it claims to be: same outputs and same
     gradients for the input and every parameter as the token-by-token reference
     (also for docs shorter than the window, and with padding)."""
-    torch.manual_seed(kernel)
+    torch.manual_seed(window_size)
     B, T, C = shape
-    layer = LocalMaxout(
-        EncoderConfig(width=C, depth=1, n_heads=2, conv_kernel=kernel, maxout_pieces=pieces)
+    layer = MaxoutWindow(
+        EncoderConfig(width=C, depth=1, n_heads=2, window_size=window_size, maxout_pieces=pieces)
     ).double()
     X = torch.randn(B, T, C, dtype=torch.float64, requires_grad=True)
     mask = torch.ones(B, T, dtype=torch.bool)
@@ -62,7 +63,7 @@ def test_local_maxout_matches_token_by_token_reference_with_gradients(kernel, pi
     dY = torch.randn(B, T, C, dtype=torch.float64)
     inputs = (X, *layer.parameters())
     got = layer(X, mask)
-    expected = reference_local_maxout(layer, X, mask)
+    expected = reference_maxout_window(layer, X, mask)
     torch.testing.assert_close(got, expected)
     for g, e in zip(
         torch.autograd.grad(got, inputs, dY), torch.autograd.grad(expected, inputs, dY)
@@ -70,18 +71,18 @@ def test_local_maxout_matches_token_by_token_reference_with_gradients(kernel, pi
         torch.testing.assert_close(g, e)
 
 
-def test_local_maxout_gradcheck():
+def test_maxout_window_gradcheck():
     torch.manual_seed(0)
-    layer = LocalMaxout(EncoderConfig(width=4, depth=1, n_heads=2, conv_kernel=3)).double()
+    layer = MaxoutWindow(EncoderConfig(width=4, depth=1, n_heads=2, window_size=1)).double()
     X = torch.randn(2, 5, 4, dtype=torch.float64, requires_grad=True)
     mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], dtype=torch.bool)
     assert torch.autograd.gradcheck(lambda x: layer(x, mask), (X,))
 
 
 @pytest.mark.parametrize("norm_first", [True, False])
-@pytest.mark.parametrize("kernel", [3, 5])
-def test_doc_output_does_not_depend_on_batch_mates(norm_first, kernel):
-    module = make_module(conv_kernel=kernel, norm_first=norm_first)
+@pytest.mark.parametrize("window_size", [1, 2])
+def test_doc_output_does_not_depend_on_batch_mates(norm_first, window_size):
+    module = make_module(window_size=window_size, norm_first=norm_first)
     X = torch.randn(3, 9, 16)
     mask = torch.ones(3, 9, dtype=torch.bool)
     mask[1, 4:] = False
@@ -93,10 +94,10 @@ def test_doc_output_does_not_depend_on_batch_mates(norm_first, kernel):
     assert (Y[1, 4:] == 0).all()  # padding rows are zero
 
 
-def test_convolution_reaches_neighbours_only():
-    """The convolution alone (attention's output zeroed, no positions): changing
-    token 0 changes tokens 0 and 1 (kernel 3), and nothing further away."""
-    module = make_module(conv_kernel=3, depth=1, positions="none")
+def test_maxout_window_reaches_neighbours_only():
+    """The Maxout window alone (attention's output zeroed, no positions): changing
+    token 0 changes tokens 0 and 1 (window_size 1), and nothing further away."""
+    module = make_module(window_size=1, depth=1, positions="none")
     with torch.no_grad():
         module.layers[0].attention.output.weight.zero_()
         module.layers[0].attention.output.bias.zero_()
@@ -111,39 +112,50 @@ def test_convolution_reaches_neighbours_only():
 
 
 def test_token_dropout_only_while_training():
-    module = make_module(conv_kernel=3, token_dropout=0.5)
+    module = make_module(window_size=1, token_dropout=0.5)
     X = torch.randn(2, 12, 16)
     mask = torch.ones(2, 12, dtype=torch.bool)
-    torch.testing.assert_close(module(X, mask), module(X, mask))  # eval: deterministic
-    module.train()
+    torch.testing.assert_close(module(X, mask), module(X, mask))  # inference: deterministic
     torch.manual_seed(0)
-    first = module(X, mask)
+    first = module(X, mask, train=True)
     torch.manual_seed(1)
-    assert not torch.allclose(first, module(X, mask))
+    assert not torch.allclose(first, module(X, mask, train=True))
     # A token dropped at the input behaves as a zero vector.
     torch.manual_seed(0)
     keep = torch.rand(X.shape[:2]) >= 0.5
     torch.manual_seed(0)
-    dropped = module(X, mask)
-    module.eval()
+    dropped = module(X, mask, train=True)
     torch.testing.assert_close(
         dropped.detach(), module(X * keep[..., None], mask), atol=1e-5, rtol=1e-5
     )
 
 
+@pytest.mark.parametrize("module_mode", ["train", "eval"])
+def test_dropout_follows_the_train_argument_not_the_module_mode(module_mode):
+    """thinc's PyTorchShim switches the module between train() and eval() around every
+    call, which threads sharing a pipeline would see: only the `train` argument counts."""
+    module = make_module(window_size=1, dropout=0.5, attention_dropout=0.5, token_dropout=0.5)
+    getattr(module, module_mode)()
+    X = torch.randn(2, 12, 16)
+    mask = torch.ones(2, 12, dtype=torch.bool)
+    torch.testing.assert_close(module(X, mask), module(X, mask, train=False))
+    torch.testing.assert_close(module(X, mask), module(X, mask))
+    assert not torch.allclose(module(X, mask, train=True), module(X, mask, train=True))
+
+
 def test_v1_settings_build_v1_state_dict():
-    """conv_kernel = 0 adds no parameters: v1 models load as before."""
-    v1 = make_module()
-    v2 = make_module(conv_kernel=3)
+    """window_size = None adds no parameters: v1 models load as before."""
+    v1 = make_module(window_size=None)
+    v2 = make_module(window_size=1)
     assert set(v1.state_dict()) < set(v2.state_dict())
     extra = set(v2.state_dict()) - set(v1.state_dict())
-    assert all(".conv" in key for key in extra)
+    assert all(".maxout_window" in key for key in extra)
 
 
-@pytest.mark.parametrize("kernel", [2, -1, 1.5])
-def test_bad_conv_kernel_is_explained(kernel):
-    with pytest.raises(ValueError, match="conv_kernel must be 0"):
-        EncoderConfig(width=16, depth=1, n_heads=2, conv_kernel=kernel)
+@pytest.mark.parametrize("window_size", [-1, 1.5, True, "1"])
+def test_bad_window_size_is_explained(window_size):
+    with pytest.raises(ValueError, match="window_size must be null"):
+        EncoderConfig(width=16, depth=1, n_heads=2, window_size=window_size)
 
 
 def test_bad_token_dropout_is_explained():
@@ -160,7 +172,7 @@ def test_v2_builder_batches_like_single_docs():
     for x, y in zip(X, together):
         numpy.testing.assert_allclose(model.predict([x])[0], y, atol=1e-5)
     module = encoder_module(model).encoder
-    assert module.layers[0].conv is not None
+    assert module.layers[0].maxout_window is not None
 
 
 def test_default_vanilla_ner_uses_v2_and_learns():
@@ -190,8 +202,8 @@ def test_final_norm_option():
     X = torch.randn(2, 6, 16)
     mask = torch.ones(2, 6, dtype=torch.bool)
     mask[1, 3:] = False
-    closed = make_module(conv_kernel=3, final_norm=True)
-    open_ = make_module(conv_kernel=3, final_norm=False)
+    closed = make_module(window_size=1, final_norm=True)
+    open_ = make_module(window_size=1, final_norm=False)
     assert set(closed.state_dict()) - set(open_.state_dict()) == {
         "final_norm.weight",
         "final_norm.bias",
@@ -210,4 +222,4 @@ def test_bad_final_norm_is_explained():
 
 def test_bad_maxout_pieces_is_explained():
     with pytest.raises(ValueError, match="maxout_pieces must be a positive integer"):
-        EncoderConfig(width=16, depth=1, n_heads=2, conv_kernel=3, maxout_pieces=0)
+        EncoderConfig(width=16, depth=1, n_heads=2, window_size=1, maxout_pieces=0)

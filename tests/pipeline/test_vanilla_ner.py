@@ -10,7 +10,7 @@ from spacy.training import Example
 from spacy.util import make_tempdir
 from thinc.api import Config, fix_random_seed
 
-from spacy_vanilla_ner.models.encoder import ENCODER_V2_DEFAULTS
+from spacy_vanilla_ner.models.encoder import ENCODER
 from spacy_vanilla_ner.models.windowing import WindowConfig
 from spacy_vanilla_ner.pipeline.vanilla_ner import DEFAULT_CONFIG_STR, _count_invalid_argmax
 from spacy_vanilla_ner.tagging.biluo import is_valid
@@ -64,7 +64,7 @@ def test_forum_experiment_overfits_100_sentences(wikigold_100, crf):
     examples = fixture_examples(nlp, path=wikigold_100)
     assert len(examples) == 100
     epochs, first, last, f1 = overfit(nlp, examples, max_epochs=MAX_FORUM_EPOCHS)
-    # The default encoder (v2) trains with word dropout, so the training loss
+    # The default encoder (v2) trains with token dropout, so the training loss
     # keeps a floor and a rare token may stay wrong; the forum model is stuck
     # near 0.88 (docs/why-vanilla-transformers-fail.md).
     assert f1 >= 0.99, (epochs, f1)
@@ -234,10 +234,34 @@ def test_nan_loss_raises(trained):
         ner.get_loss(examples[:1], scores)
 
 
-def test_untrained_component_predicts_nothing():
+@pytest.mark.parametrize("text", ["Ahmed lives in Paris", ""])
+def test_uninitialized_component_says_to_call_initialize(text):
+    """As spaCy's `ner` (E109): an error that says what to do, not silently no entities."""
     nlp = spacy.blank("en")
-    nlp.add_pipe("vanilla_ner", config={"model": SMALL_MODEL})
-    assert nlp("Ahmed lives in Paris").ents == ()
+    ner = nlp.add_pipe("vanilla_ner")
+    with pytest.raises(ValueError, match=r"E109.*'vanilla_ner'.*initialize\(\)"):
+        nlp(text)
+    with pytest.raises(ValueError, match="initialize"):
+        list(nlp.pipe([text, "London"]))
+    ner.add_label("PER")  # labels alone do not make a model
+    with pytest.raises(ValueError, match="initialize"):
+        nlp(text)
+
+
+def test_class_and_factory_defaults_agree():
+    import inspect
+
+    from spacy.language import Language
+
+    from spacy_vanilla_ner.pipeline.vanilla_ner import VanillaNER
+
+    factory = Language.get_factory_meta("vanilla_ner").default_config
+    parameters = inspect.signature(VanillaNER.__init__).parameters
+    shared = [name for name in factory if name in parameters and name != "model"]
+    assert set(shared) >= {"crf", "label_smoothing", "scorer"}
+    for name in shared:
+        if name != "scorer":  # the factory names a registered scorer; the class takes a callable
+            assert parameters[name].default == factory[name], name
 
 
 def test_predictions_are_valid_biluo(trained):
@@ -293,12 +317,12 @@ def test_default_config_states_the_recipe_only():
     for name in (
         "positions",
         "max_length",
-        "conv_kernel",
+        "window_size",
         "maxout_pieces",
         "token_dropout",
         "final_norm",
     ):
-        assert encode[name] == ENCODER_V2_DEFAULTS[name], name
+        assert encode[name] == ENCODER[name], name
     for name in ("window_overlap", "max_batch_tokens"):
         assert encode[name] == getattr(WindowConfig, name), name
     # The same recipe as the project's default config.
@@ -313,8 +337,8 @@ def test_default_config_states_the_recipe_only():
     assert embed["embed"]["width"] == shipped["width"]
     for name in ("@architectures", "attrs", "rows", "include_static_vectors"):
         assert embed["embed"][name] == shipped_embed["embed"][name], name
-    for name in ("conv_kernel", "maxout_pieces", "token_dropout", "final_norm"):
-        assert shipped[name] == ENCODER_V2_DEFAULTS[name], name
+    for name in ("window_size", "maxout_pieces", "token_dropout", "final_norm"):
+        assert shipped[name] == ENCODER[name], name
     assert project["components"]["vanilla_ner"]["crf"] is True
 
 

@@ -110,8 +110,9 @@ def test_misaligned_gold_is_not_trained_as_O():
 
 def test_untrained_model_predicts_no_entities():
     nlp = make_nlp()
-    # Not initialized at all.
-    assert nlp("Angela Merkel visited Paris .").ents == ()
+    # Not initialized at all: an error that says to call initialize() (as spaCy's E109).
+    with pytest.raises(ValueError, match="initialize"):
+        nlp("Angela Merkel visited Paris .")
     # Initialized, never updated (zero-initialized softmax: uniform, ties decode to O).
     nlp.get_pipe("vanilla_ner").add_label("PER")
     nlp.get_pipe("vanilla_ner").add_label("LOC")
