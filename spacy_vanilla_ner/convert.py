@@ -2,7 +2,9 @@
 
 Usage:
 
-    python -m spacy_vanilla_ner.convert INPUT OUTPUT [--n-sents N] [--limit N]
+    python -m spacy_vanilla_ner convert INPUT OUTPUT [--n-sents N] [--limit N]
+
+(or `python -m spacy_vanilla_ner.convert ...`).
 
 The input is one token per line with whitespace-separated columns: the FIRST
 column is the word and the LAST column is the NER tag, anything in between
@@ -18,6 +20,10 @@ A line made only of whitespace and invisible format characters (a stray byte
 order mark U+FEFF, zero-width spaces U+200B..U+200D, U+2060, a no-break space,
 ...) counts as blank, and a byte order mark at the start of a line is dropped;
 both are reported with a `ConllFormatWarning` naming the file and lines.
+
+A file that is already a spaCy DocBin (named `.spacy`, or zlib-compressed msgpack
+that `DocBin().from_bytes` reads, e.g. exported from Prodigy) is refused with a
+`ConllFormatError` that says how to train from it.
 """
 
 import re
@@ -32,6 +38,8 @@ from spacy.tokens import Doc, DocBin
 from spacy.training import biluo_tags_to_spans, iob_to_biluo
 from spacy.vocab import Vocab
 from wasabi import msg
+
+from .corpus_files import DOCBIN_SUFFIX, fail, is_docbin
 
 DOCSTART = "-DOCSTART-"
 TAG_RE = re.compile(r"^(?:O|[BILU]-\S+)$")
@@ -97,6 +105,8 @@ def _read(path: Union[str, Path]) -> List[List[_Sentence]]:
         raise ConllFormatError(path, "file not found")
     if path.is_dir():
         raise ConllFormatError(path, "is a directory, expected a CoNLL file")
+    if is_docbin(path):
+        raise ConllFormatError(path, _already_docbin(path))
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as e:
@@ -180,6 +190,21 @@ def _read(path: Union[str, Path]) -> List[List[_Sentence]]:
     return articles
 
 
+def _already_docbin(path: Path) -> str:
+    """What to do with a DocBin passed as a CoNLL file (e.g. exported from Prodigy)."""
+    train = path.with_suffix(DOCBIN_SUFFIX)
+    rename = ""
+    if path.suffix != DOCBIN_SUFFIX:  # found by its content; spaCy reads *.spacy only
+        rename = f"\n  rename it to {train} (spaCy reads only files named *.spacy)"
+    return (
+        f"already a spaCy DocBin (.spacy), nothing to convert. To train from it:{rename}"
+        f"\n  python -m spacy_vanilla_ner init-config config.cfg --train {train}"
+        f"\n  python -m spacy_vanilla_ner debug-data {train} [DEV.spacy]"
+        f"\n  python -m spacy train config.cfg --output training --paths.train {train} "
+        f"--paths.dev DEV.spacy"
+    )
+
+
 def _check_biluo(path: Union[str, Path], sent: _Sentence) -> None:
     """Raise a ConllFormatError at the first token where the BILUO sequence breaks."""
     open_label: Optional[str] = None
@@ -240,7 +265,8 @@ def read_conll_ner(path: Union[str, Path]) -> List[List[Tuple[List[str], List[st
     RETURNS (List[List[Tuple[List[str], List[str]]]]): The articles, each a list
         of sentences, each a `(words, tags)` pair with the tags as in the file.
         Raises ConllFormatError (a ValueError) naming the file and line for
-        malformed input or an empty file.
+        malformed input or an empty file, and for a file that is already a spaCy
+        DocBin (named `.spacy`, or with DocBin content).
     """
     return [[(s.words, s.tags) for s in article] for article in _read(path)]
 
@@ -263,7 +289,7 @@ def conll_to_docs(
     RETURNS (List[Doc]): The docs, with `doc.ents` set from the tags (tokens
         outside entities are `O`) and `token.is_sent_start` set on every token.
         Raises ConllFormatError (a ValueError) naming the file and line for
-        malformed input.
+        malformed input, and for a file that is already a spaCy DocBin.
     """
     if n_sents < 0:
         raise ValueError(f"n_sents must be >= 0, got {n_sents}")
@@ -334,8 +360,10 @@ app = typer.Typer(add_completion=False)
 
 @app.command()
 def main(
-    input_path: Path = typer.Argument(..., help="CoNLL-style NER file to convert"),
-    output_path: Path = typer.Argument(..., help="Output .spacy file, or an existing directory"),
+    input_path: Path = typer.Argument(..., metavar="INPUT", help="CoNLL-style NER file to convert"),
+    output_path: Path = typer.Argument(
+        ..., metavar="OUTPUT", help="Output .spacy file, or an existing directory"
+    ),
     n_sents: int = typer.Option(
         1,
         "--n-sents",
@@ -363,7 +391,7 @@ def main(
         else:  # someone else's warning: show it as Python would have
             warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     if isinstance(error, ValueError):
-        msg.fail(str(error), exits=1)
+        fail(error)
     if error is not None:
         msg.fail(f"Cannot convert {input_path} to {output_path}: {error}", exits=1)
     msg.good(

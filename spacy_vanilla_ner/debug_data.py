@@ -4,8 +4,12 @@
 `ner`, so it says nothing about `vanilla_ner`. This module runs the same kind of
 checks, plus the BILUO rules of `vanilla_ner`, on `.spacy` corpora:
 
-    python -m spacy_vanilla_ner.debug_data CONFIG --paths.train TRAIN --paths.dev DEV
-    python -m spacy_vanilla_ner.debug_data TRAIN [DEV] [--lang en]
+    python -m spacy_vanilla_ner debug-data CONFIG --paths.train TRAIN --paths.dev DEV
+    python -m spacy_vanilla_ner debug-data TRAIN [DEV] [--lang en]
+
+(or `python -m spacy_vanilla_ner.debug_data ...`). A corpus that is not a `.spacy`
+DocBin (e.g. a CoNLL file: `convert` it first), a directory without `.spacy` files
+or an unreadable `.spacy` file fails at once, with one message that says what to do.
 
 With a config, the corpora and the tokenizer are the ones `spacy train` would
 use ([corpora], [training] train_corpus/dev_corpus, [nlp] lang and tokenizer);
@@ -36,6 +40,7 @@ from spacy.language import Language
 from spacy.training import Corpus, Example
 from wasabi import msg
 
+from .corpus_files import corpus_files, fail, read_docbin
 from .tagging import biluo
 
 __all__ = [
@@ -251,11 +256,20 @@ def debug_data(train: Iterable[Example], dev: Optional[Iterable[Example]] = None
     return Report(train_stats, dev_stats, check(train_stats, dev_stats))
 
 
-def read_corpus(path: Path, nlp: Language) -> List[Example]:
+def _check_corpus(path: Path, role: str) -> None:
+    """Raise a ValueError (CorpusFileError) that says what to do unless `spacy train`
+    can read the corpus: a missing path, a file that is not a `.spacy` DocBin, a
+    directory without `.spacy` files, an unreadable `.spacy` file."""
+    for file in corpus_files(path, role):
+        read_docbin(file)
+
+
+def read_corpus(path: Path, nlp: Language, role: str = "train") -> List[Example]:
     """Read a `.spacy` file or directory as `spacy train` does, re-tokenized by `nlp`.
-    Raises ValueError if the path does not exist."""
-    if not Path(path).exists():
-        raise ValueError(f"Corpus not found: {path}")
+    Raises ValueError if the path does not exist or is not a readable `.spacy`
+    corpus (a CoNLL file, a directory without `.spacy` files); `role` ("train" or
+    "dev") names the corpus in the message."""
+    _check_corpus(Path(path), role)
     return list(Corpus(path)(nlp))
 
 
@@ -264,7 +278,7 @@ def load_from_config(
 ) -> Tuple[List[Example], List[Example]]:
     """Read the train and dev corpora of a training config, tokenized by its [nlp]
     language and tokenizer, without building the pipeline. Raises ValueError if a
-    corpus is not set or not found."""
+    corpus is not set, not found or not a readable `.spacy` corpus."""
     config = util.load_config(config_path, overrides=overrides, interpolate=True)
     nlp_config = {"lang": config["nlp"]["lang"], "tokenizer": config["nlp"]["tokenizer"]}
     nlp = util.get_lang_class(nlp_config["lang"]).from_config({"nlp": nlp_config})
@@ -276,10 +290,10 @@ def load_from_config(
         hint = "pass --paths.train and --paths.dev?"
         raise ValueError(f"Cannot read the corpora of {config_path} ({hint}): {e}") from None
     out = []
-    for corpus in corpora:
+    for role, corpus in zip(("train", "dev"), corpora):
         path = getattr(corpus, "path", None)
-        if path is not None and not Path(path).exists():
-            raise ValueError(f"Corpus not found: {path}")
+        if path is not None:
+            _check_corpus(Path(path), role)
         out.append(list(corpus(nlp)))
     return out[0], out[1]
 
@@ -320,7 +334,9 @@ app = typer.Typer(add_completion=False)
 def main(
     ctx: typer.Context,
     path: Path = typer.Argument(
-        ..., help="Training config (.cfg), or the training corpus (.spacy file or directory)"
+        ...,
+        metavar="PATH",
+        help="Training config (.cfg), or the training corpus (.spacy file or directory)",
     ),
     lang: str = typer.Option("en", "--lang", help="Tokenizer language, when PATH is a corpus"),
     verbose: bool = typer.Option(False, "--verbose", "-V", help="Show examples of problems"),
@@ -344,10 +360,10 @@ def main(
             train, dev = load_from_config(path, parse_config_overrides(ctx.args))
         else:
             nlp = spacy.blank(lang)
-            train = read_corpus(path, nlp)
-            dev = read_corpus(Path(ctx.args[0]), nlp) if ctx.args else None
+            train = read_corpus(path, nlp, "train")
+            dev = read_corpus(Path(ctx.args[0]), nlp, "dev") if ctx.args else None
     except ValueError as e:
-        msg.fail(str(e), exits=1)
+        fail(e)
     report = debug_data(train, dev)
     print_report(report, verbose=verbose)
     if report.count("error"):

@@ -333,3 +333,45 @@ def test_cli_shows_invisible_line_warning(tmp_path):
     assert result.exit_code == 0, result.output
     assert "line 3" in result.output and "U+FEFF" in result.output
     assert "1 docs" in result.output
+
+
+def test_docbin_input_is_refused(vocab, tmp_path):
+    """A DocBin (e.g. exported from Prodigy) is found by its `.spacy` name or by its
+    content, before it is read as text; text that merely starts like a zlib stream is
+    still read as CoNLL."""
+    docs = conll_to_docs(FIXTURE, vocab, limit=3)
+    named = tmp_path / "train.spacy"
+    DocBin(docs=docs).to_disk(named)
+    exported = tmp_path / "export.bin"
+    exported.write_bytes(named.read_bytes())
+    for path in (named, exported):
+        for read in (read_conll_ner, lambda p: conll_to_docs(p, vocab)):
+            with pytest.raises(ConllFormatError, match="already a spaCy DocBin") as excinfo:
+                read(path)
+            assert excinfo.value.path == str(path) and excinfo.value.line is None
+        with pytest.raises(ConllFormatError, match="nothing to convert"):
+            convert(path, tmp_path / "out.spacy")
+        assert not (tmp_path / "out.spacy").exists()
+    # "x^" is a valid zlib header (0x78 0x5E), but the file is text
+    looks_compressed = tmp_path / "x.conll"
+    looks_compressed.write_text("x^ B-ORG\nwins O\n", encoding="utf-8")
+    assert ents(conll_to_docs(looks_compressed, vocab)) == [[(0, 1, "ORG")]]
+
+
+def test_cli_refuses_a_docbin_and_says_how_to_train(vocab, tmp_path):
+    named = tmp_path / "train.spacy"
+    DocBin(docs=conll_to_docs(FIXTURE, vocab, limit=3)).to_disk(named)
+    result = CliRunner().invoke(app, [str(named), str(tmp_path / "out.spacy")])
+    assert result.exit_code == 1
+    text = " ".join(result.output.split())
+    assert "already a spaCy DocBin (.spacy), nothing to convert" in text
+    assert f"python -m spacy_vanilla_ner debug-data {named} [DEV.spacy]" in text
+    assert f"python -m spacy train config.cfg --output training --paths.train {named}" in text
+    assert "init-config" in text and "Traceback" not in text
+    exported = tmp_path / "export.bin"
+    exported.write_bytes(named.read_bytes())
+    result = CliRunner().invoke(app, [str(exported), str(tmp_path / "out.spacy")])
+    assert result.exit_code == 1
+    text = " ".join(result.output.split())
+    assert f"rename it to {tmp_path / 'export.spacy'}" in text
+    assert f"--paths.train {tmp_path / 'export.spacy'}" in text

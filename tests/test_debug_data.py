@@ -7,7 +7,14 @@ from spacy.training import Example
 from typer.testing import CliRunner
 
 from spacy_vanilla_ner.convert import conll_to_docs
-from spacy_vanilla_ner.debug_data import analyze, app, check, debug_data, first_invalid
+from spacy_vanilla_ner.debug_data import (
+    analyze,
+    app,
+    check,
+    debug_data,
+    first_invalid,
+    read_corpus,
+)
 from spacy_vanilla_ner.tagging import biluo
 from tests.helpers import FIXTURE, REPO
 
@@ -203,3 +210,52 @@ def test_project_command():
     command = next(c for c in project["commands"] if c["name"] == "debug-data")
     assert "python -m spacy_vanilla_ner.debug_data" in command["script"][0]
     assert {"corpus/train.spacy", "corpus/dev.spacy"} <= set(command["deps"])
+
+
+def fails_once(result, *expected):
+    """Exit code 1, one error message with each of `expected`, and no checks."""
+    text = " ".join(result.output.split())
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    for snippet in expected:
+        assert snippet in text, text
+    assert text.count("✘") == 1 and "checks passed" not in text and "Traceback" not in text
+    return text
+
+
+def test_cli_conll_file_says_convert_it(fixture_docs, tmp_path):
+    train = save(tmp_path / "train.spacy", fixture_docs[:80])
+    dev = save(tmp_path / "dev.spacy", fixture_docs[80:])
+    convert_train = f"python -m spacy_vanilla_ner convert {FIXTURE} corpus/train.spacy"
+    convert_dev = f"python -m spacy_vanilla_ner convert {FIXTURE} corpus/dev.spacy"
+    fails_once(run(FIXTURE), str(FIXTURE), "not a spaCy DocBin", convert_train)
+    fails_once(run(train, FIXTURE), convert_dev)
+    config = REPO / "configs" / "transformer_vner.cfg"
+    fails_once(run(config, "--paths.train", FIXTURE, "--paths.dev", dev), convert_train)
+    fails_once(run(config, "--paths.train", train, "--paths.dev", FIXTURE), convert_dev)
+
+
+def test_cli_directory_without_docbins(fixture_docs, tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "train.conll").write_bytes(FIXTURE.read_bytes())
+    fails_once(run(corpus), f"{corpus}: no .spacy files", "python -m spacy_vanilla_ner convert")
+    save(corpus / "train.spacy", fixture_docs[:10])  # now with a .spacy file: read
+    assert run(corpus).exit_code == 0
+
+
+def test_cli_unreadable_or_misnamed_docbin(fixture_docs, tmp_path):
+    broken = tmp_path / "broken.spacy"
+    broken.write_bytes(FIXTURE.read_bytes())  # a CoNLL file named .spacy
+    fails_once(run(broken), f"{broken} is not a readable spaCy DocBin")
+    truncated = tmp_path / "truncated.spacy"
+    truncated.write_bytes(DocBin(docs=fixture_docs).to_bytes()[:200])
+    fails_once(run(truncated), f"{truncated} is not a readable spaCy DocBin")
+    misnamed = tmp_path / "train.bin"
+    misnamed.write_bytes(DocBin(docs=fixture_docs).to_bytes())
+    fails_once(run(misnamed), "is a spaCy DocBin", f"rename it, e.g. to {tmp_path / 'train.spacy'}")
+
+
+def test_read_corpus_refuses_a_conll_file(nlp):
+    with pytest.raises(ValueError, match="spacy_vanilla_ner convert"):
+        read_corpus(FIXTURE, nlp)

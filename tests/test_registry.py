@@ -56,8 +56,22 @@ def test_import_is_light():
         from spacy_vanilla_ner.models import windowing
         heavy = {"matplotlib", "vanilla_ner_experiments", "ray"} & set(sys.modules)
         print(sorted(heavy), windowing._fork_hook_registered)
-        model = spacy_vanilla_ner.build_transformer_encoder_v1(16, 1, 2)
+        model = spacy_vanilla_ner.build_transformer_encoder_v2(16, 1, 2)
         print(windowing._fork_hook_registered)
         """
     )
     assert out.split("\n")[:2] == ["[] False", "True"]
+
+
+def test_package_exports_the_default_encoder():
+    """The package exports the encoder the default recipe uses."""
+    import spacy
+
+    import spacy_vanilla_ner
+
+    nlp = spacy.blank("en")
+    nlp.add_pipe("vanilla_ner")
+    encode = nlp.config["components"]["vanilla_ner"]["model"]["tok2vec"]["encode"]
+    name = encode["@architectures"]
+    assert spacy.registry.architectures.get(name) is spacy_vanilla_ner.build_transformer_encoder_v2
+    assert "build_transformer_encoder_v2" in spacy_vanilla_ner.__all__
