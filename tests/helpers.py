@@ -310,17 +310,14 @@ def tagger_model_with_encoder(
 
 
 def copy_project(dest: Path) -> Path:
-    """A copy of the spaCy project (project.yml, configs, scripts, the shipped WikiGold split,
-    and the converter its `convert` command lists as a dependency) in `dest`, to run
-    `spacy project run` in."""
+    """A copy of the spaCy project (project.yml, configs, scripts and the shipped WikiGold
+    split) in `dest`, to run `spacy project run` in."""
     import shutil
 
     shutil.copy(REPO / "project.yml", dest / "project.yml")
     shutil.copytree(REPO / "assets" / "wikigold", dest / "assets" / "wikigold")
     shutil.copytree(REPO / "configs", dest / "configs")
     shutil.copytree(REPO / "scripts", dest / "scripts")
-    (dest / "spacy_vanilla_ner").mkdir()
-    shutil.copy(REPO / "spacy_vanilla_ner" / "convert.py", dest / "spacy_vanilla_ner")
     return dest
 
 

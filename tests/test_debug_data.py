@@ -208,7 +208,7 @@ def test_check_passes_clean_corpora(nlp):
 def test_project_command():
     project = srsly.read_yaml(REPO / "project.yml")
     command = next(c for c in project["commands"] if c["name"] == "debug-data")
-    assert "python -m spacy_vanilla_ner.debug_data" in command["script"][0]
+    assert "python -m spacy_vanilla_ner debug-data" in command["script"][0]
     assert {"corpus/train.spacy", "corpus/dev.spacy"} <= set(command["deps"])
 
 

@@ -187,7 +187,7 @@ def test_project_yml_overrides_no_config_value():
     from weasel.util import load_project_config
 
     project = load_project_config(REPO, interpolate=True)
-    readers = ("spacy train", "spacy pretrain", "spacy evaluate", "spacy_vanilla_ner.debug_data")
+    readers = ("spacy train", "spacy pretrain", "spacy evaluate", "spacy_vanilla_ner debug-data")
     checked = 0
     for command in project["commands"]:
         for line in command["script"]:
