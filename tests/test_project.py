@@ -242,6 +242,32 @@ def test_evaluate_test_refuses_wikigold_test_for_own_data(tmp_path):
     assert refused.returncode == 1 and "is the train file" in refused.stdout
 
 
+def test_project_outputs_are_not_tracked():
+    """`spacy project run all` (or any command) leaves `git status` clean: every output
+    path of project.yml is ignored by git, and none is tracked."""
+    from weasel.util import load_project_config
+
+    if not (REPO / ".git").exists() or shutil.which("git") is None:
+        pytest.skip("not a git checkout")
+    project = load_project_config(REPO, interpolate=True)
+    outputs = [
+        path
+        for command in project["commands"]
+        for key in ("outputs", "outputs_no_cache")
+        for path in command.get(key, [])
+    ]
+    outputs += ["project.lock", "corpus/splits.json"]
+    assert len(outputs) > 10
+    ignored = subprocess.run(
+        ["git", "check-ignore", "--no-index", *outputs], cwd=REPO, capture_output=True, text=True
+    ).stdout.split()
+    assert sorted(set(outputs) - set(ignored)) == []
+    tracked = subprocess.run(
+        ["git", "ls-files", "--", *outputs, "metrics"], cwd=REPO, capture_output=True, text=True
+    ).stdout.split()
+    assert tracked == []
+
+
 def test_project_commands_listed():
     out = run([sys.executable, "-m", "spacy", "project", "run"], cwd=REPO, timeout=120)
     for name in ("convert", "train", "evaluate", "compare", "package", "diagnose", "all"):
