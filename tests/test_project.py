@@ -26,6 +26,7 @@ SYSTEMS = [
     "minilm_ner",
 ]
 FIXTURE = REPO / "tests" / "fixtures" / "wikigold-100.conll"
+PROJECT_RUN = [sys.executable, "-m", "spacy", "project", "run"]
 
 
 def has_spacy_transformers() -> bool:
@@ -60,11 +61,7 @@ def project(tmp_path_factory):
         )
     out = run(
         [
-            sys.executable,
-            "-m",
-            "spacy",
-            "project",
-            "run",
+            *PROJECT_RUN,
             "convert",
             str(path),
             "--vars.train",
@@ -210,11 +207,7 @@ def test_evaluate_test_refuses_wikigold_test_for_own_data(tmp_path):
     shutil.copy(FIXTURE, own)
     run(
         [
-            sys.executable,
-            "-m",
-            "spacy",
-            "project",
-            "run",
+            *PROJECT_RUN,
             "convert",
             ".",
             "--vars.train",
@@ -226,7 +219,7 @@ def test_evaluate_test_refuses_wikigold_test_for_own_data(tmp_path):
     )
     (tmp_path / "training" / "model-best").mkdir(parents=True)  # a dependency of the command
     result = subprocess.run(
-        [sys.executable, "-m", "spacy", "project", "run", "evaluate-test", "."],
+        [*PROJECT_RUN, "evaluate-test", "."],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -269,7 +262,7 @@ def test_project_outputs_are_not_tracked():
 
 
 def test_project_commands_listed():
-    out = run([sys.executable, "-m", "spacy", "project", "run"], cwd=REPO, timeout=120)
+    out = run(PROJECT_RUN, cwd=REPO, timeout=120)
     for name in ("convert", "train", "evaluate", "compare", "package", "diagnose", "all"):
         assert name in out
 
@@ -288,7 +281,7 @@ def test_train_evaluate_and_package_meta(project):
     """`train` and `evaluate` as `spacy project run all` runs them (2 steps, set in the
     config), and the packaged meta requires spacy-vanilla-ner."""
     for command in ("train", "evaluate"):
-        out = run([sys.executable, "-m", "spacy", "project", "run", command], cwd=project)
+        out = run([*PROJECT_RUN, command], cwd=project)
     assert len(srsly.read_json(project / "training" / "model-last" / "meta.json")) > 0
     trained = load_config(project / "training" / "model-last" / "config.cfg")
     assert trained["training"]["max_steps"] == 2, out
@@ -463,11 +456,7 @@ def test_train_on_gpu_with_mixed_precision(project):
     )
     run(
         [
-            sys.executable,
-            "-m",
-            "spacy",
-            "project",
-            "run",
+            *PROJECT_RUN,
             "train",
             str(project),
             "--vars.gpu_id",
