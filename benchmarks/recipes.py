@@ -74,6 +74,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, default=3, help="Seeds 0..N-1 per recipe")
     p.add_argument("--work-dir", type=Path, default=None)
     p.add_argument("--output", type=Path, default=None, help="JSON results (and .md beside)")
+    p.add_argument(
+        "--report-only", action="store_true", help="Only rewrite the .md from the JSON at --output"
+    )
     args = p.parse_args(argv)
     args.recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]
     unknown = set(args.recipes) - set(RECIPES)
@@ -136,7 +139,8 @@ def one_run(args, recipe: str, seed: int, corpus: Dict[str, Path], config: Path)
     run(eval_cmd, out / "evaluate.log")
     scores = json.loads(scores_path.read_text(encoding="utf8"))
     log_text = (out / "train.log").read_text(encoding="utf8")
-    # spaCy's console logger: one table row per evaluation, "E  #  LOSS ... SCORE".
+    # spaCy's console logger: one table row per evaluation, "E  #  LOSS ... SCORE"; the
+    # last evaluated step (spaCy evaluates every eval_frequency steps, not at the last one).
     steps = [int(m.group(1)) for m in re.finditer(r"^\s*\d+\s+(\d+)\s", log_text, re.M)]
     row = {
         "corpus": args.corpus,
@@ -176,7 +180,7 @@ def markdown(rows: List[Dict], meta: Dict) -> str:
         "included); peak RSS is that process's. Mean ± sample std over seeds.",
         "",
     ]
-    header = ["Recipe", "config written by", "seeds", "dev F1", "P", "R", "steps"]
+    header = ["Recipe", "config written by", "seeds", "dev F1", "P", "R", "last evaluated step"]
     header += ["train wall s", "peak RSS MB", "evaluate words/s"]
     body = []
     for recipe, config_cmd in meta["config_commands"].items():
@@ -204,7 +208,7 @@ def markdown(rows: List[Dict], meta: Dict) -> str:
     lines += table(header, body)
     lines += ["", "Runs:", ""]
     lines += table(
-        ["Recipe", "seed", "dev F1", "steps", "train wall s"],
+        ["Recipe", "seed", "dev F1", "last evaluated step", "train wall s"],
         [
             [
                 f"`{r['recipe']}`",
@@ -221,6 +225,12 @@ def markdown(rows: List[Dict], meta: Dict) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
+    if args.report_only:
+        data = json.loads(args.output.read_text(encoding="utf8"))
+        report = markdown(data["rows"], data["meta"])
+        args.output.with_suffix(".md").write_text(report, encoding="utf8")
+        print(report)
+        return
     args.work_dir.mkdir(parents=True, exist_ok=True)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     names = CORPORA[args.corpus]
