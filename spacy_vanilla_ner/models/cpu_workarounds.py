@@ -22,8 +22,9 @@ _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
 class _ErfGELU(torch.autograd.Function):
-    # A Function rather than plain autograd over the expression: backward
-    # keeps only the input, not the intermediate tensors.
+    # A Function rather than autograd over the expression: backward keeps only the input.
+    # The ops work in place on one new tensor each: a chain of out-of-place ops allocated a
+    # fresh activation-sized block per op, which cost several times the arithmetic.
     @staticmethod
     def forward(ctx, X: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         ctx.save_for_backward(X)
@@ -32,13 +33,14 @@ class _ErfGELU(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dY: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         (X,) = ctx.saved_tensors
-        cdf = 0.5 * (1.0 + torch.erf(X * _SQRT_HALF))
-        pdf = torch.exp(-0.5 * X * X) * _INV_SQRT_2PI
-        return dY * (cdf + X * pdf)
+        cdf = (X * _SQRT_HALF).erf_().add_(1.0).mul_(0.5)
+        pdf = (X * X).mul_(-0.5).exp_().mul_(_INV_SQRT_2PI)
+        return pdf.mul_(X).add_(cdf).mul_(dY)  # dY * (cdf + X * pdf)
 
 
 def _erf_gelu(X: torch.Tensor) -> torch.Tensor:
-    return 0.5 * X * (1.0 + torch.erf(X * _SQRT_HALF))
+    # 0.5 * X * (1 + erf(X / sqrt(2))), in place on one new tensor.
+    return (X * _SQRT_HALF).erf_().add_(1.0).mul_(X).mul_(0.5)
 
 
 def gelu(X: torch.Tensor) -> torch.Tensor:
