@@ -37,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from vanilla_ner_experiments import cli, deps, reports
 from vanilla_ner_experiments.conll import convert_corpora
@@ -159,6 +159,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         help="Only rewrite the .md and .png from an existing --output JSON",
     )
     p.add_argument(
+        "--resume",
+        action="store_true",
+        help="Keep the finished runs of an --output written by the same command (a run "
+        "that was cut off or failed); run only the others",
+    )
+    p.add_argument(
         "--no-isolate",
         action="store_true",
         help="Run every run in this process (peak memory is then cumulative)",
@@ -232,6 +238,22 @@ def run_child(run: Run, argv: List[str]) -> Dict[str, Any]:
         return json.loads(row_out.read_text(encoding="utf8"))
 
 
+def finished_runs(output: Path, command: str) -> Dict[Tuple[str, int], Dict[str, Any]]:
+    """The finished rows of an earlier `output`, by (system, seed), for --resume; the earlier
+    run must have been the same command, or its rows would not be comparable."""
+    if not output.exists():
+        print(f"--resume: {output} does not exist yet; running everything", flush=True)
+        return {}
+    rows, meta = reports.load(output)
+    if meta.get("command") != command:
+        sys.exit(
+            f"--resume: {output} was written by a different command:\n  {meta.get('command')}\n"
+            f"this one is:\n  {command}\nRun the same command with --resume, or choose "
+            "another --output."
+        )
+    return {(r["system"], r["seed"]): r for r in rows if r.get("status") == "ok"}
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
@@ -263,7 +285,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     data = convert_corpora(splits, args.work_dir / "data", args.n_sents)
     (args.work_dir / "state.json").write_text(json.dumps({"data": data}), encoding="utf8")
     settings = run_settings(args, data)
-    command = "python " + " ".join(shlex.quote(a) for a in ["benchmarks/conll2003.py", *argv])
+    shown = [a for a in argv if a != "--resume"]
+    command = "python " + " ".join(shlex.quote(a) for a in ["benchmarks/conll2003.py", *shown])
+    kept = finished_runs(args.output, command) if args.resume else {}
     meta = {
         "title": args.title,
         "script": "benchmarks/conll2003.py",
@@ -277,6 +301,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     }
 
     def execute(run: Run) -> Dict[str, Any]:
+        if (run.spec.name, run.seed) in kept:
+            print(f"Kept from {args.output}: {run.spec.name} seed {run.seed}", flush=True)
+            return kept[(run.spec.name, run.seed)]
         row = run_one(run, settings) if args.no_isolate else run_child(run, argv)
         row.update(
             command=command, device=device["name"], device_info=device, versions=versions, data=data

@@ -147,10 +147,15 @@ def test_one_run_in_a_child_process(tmp_path):
     assert "| `tiny` | 5 |" in output.with_suffix(".md").read_text()
 
 
-def test_budget_options():
+def _module():
     spec = importlib.util.spec_from_file_location("conll2003_script", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def test_budget_options():
+    module = _module()
     args = module.parse_args(["--mode", "converged", "--patience", "3", "--seeds", "0,4"])
     assert args.budget.mode.value == "converged" and args.budget.patience == 3
     assert args.budget.seconds == 1500 and args.seeds == [0, 4]
@@ -193,3 +198,43 @@ def test_gpu_id_without_cuda(tmp_path):
     proc = _run(args, cwd=tmp_path)
     assert proc.returncode != 0
     assert "no CUDA device" in proc.stderr
+
+
+def test_resume_keeps_only_finished_runs_of_the_same_command(tmp_path, capsys):
+    module = _module()
+    output = tmp_path / "r.json"
+    assert module.finished_runs(output, "python benchmarks/conll2003.py") == {}
+    rows = [
+        {"system": "a", "seed": 0, "status": "ok", "dev_ents_f": 1.0},
+        {"system": "a", "seed": 1, "status": "failed"},
+        {"system": "b", "seed": 0, "status": "skipped"},
+    ]
+    output.write_text(json.dumps({"meta": {"command": "cmd --seeds 2"}, "rows": rows}))
+    assert module.finished_runs(output, "cmd --seeds 2") == {("a", 0): rows[0]}
+    with pytest.raises(SystemExit) as err:
+        module.finished_runs(output, "cmd --seeds 3")
+    assert "different command" in str(err.value) and "cmd --seeds 2" in str(err.value)
+
+
+@pytest.mark.slow
+def test_resume_reruns_a_failed_run_and_keeps_the_others(tmp_path):
+    output = tmp_path / "r.json"
+    args = [
+        "--train", str(FIXTURE), "--dev", str(FIXTURE), "--systems", f"tiny={CONFIG}",
+        "--set", "tiny:components.tok2vec.model.encode.depth=1", "--mode", "steps",
+        "--steps", "1", "--seeds", "2", "--threads", "1", "--no-cpu-infer",
+        "--work-dir", str(tmp_path / "work"), "--output", str(output),
+    ]  # fmt: skip
+    proc = _run(args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads(output.read_text())
+    first = report["rows"][0]
+    report["rows"][1] = {"system": "tiny", "seed": 1, "status": "failed", "error": "cut off"}
+    output.write_text(json.dumps(report))
+    proc = _run(args + ["--resume"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Kept from" in proc.stdout and "tiny seed 0" in proc.stdout
+    rows = json.loads(output.read_text())["rows"]
+    assert rows[0] == first
+    assert (rows[1]["seed"], rows[1]["status"], rows[1]["steps"]) == (1, "ok", 1)
+    assert json.loads(output.read_text())["meta"]["command"] == report["meta"]["command"]

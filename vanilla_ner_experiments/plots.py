@@ -6,9 +6,10 @@ scripts check for it before any work starts (`deps.require("plots")`).
 """
 
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from .reports import mean_std, ok_rows
+from .systems import REFERENCE_LABEL
 
 # (file suffix, x key, y key, x label, y label)
 CURVES = [
@@ -50,6 +51,9 @@ def write_curves(
     for suffix, x_key, y_key, x_label, y_label in CURVES:
         fig, ax = plt.subplots(figsize=(8, 5))
         labelled = set()
+        # A pretrained reference trains for far longer than a seconds budget: keep the axis to
+        # the compared systems' and say in the legend where the reference ended.
+        x_end = axis_end(runs, x_key) if x_key == "train_seconds" else None
         for r in runs:
             name = r["system"]
             factor = scale if y_key == "dev_ents_f" else 1.0
@@ -61,6 +65,8 @@ def write_curves(
                 stat = mean_std([q["dev_ents_f"] for q in runs if q["system"] == name])
                 std = f" ± {scale * stat['std']:.2f}" if stat and stat["std"] else ""
                 label = f"{name} ({scale * stat['mean']:.2f}{std})" if stat else name
+                if x_end is not None and xs and xs[-1] > x_end:
+                    label += f", to {xs[-1]:,.0f} s, beyond the axis"
             ax.plot(
                 xs,
                 ys,
@@ -90,6 +96,8 @@ def write_curves(
         else:
             ax.set_ylim(0, scale)
             ax.set_title(f"{meta.get('title', '')}: {meta.get('budget', '')}"[:140], fontsize=8)
+        if x_end is not None:
+            ax.set_xlim(0, x_end)
         ax.set_xlabel(x_label)
         ax.set_ylabel(y_label)
         ax.grid(alpha=0.3)
@@ -100,6 +108,18 @@ def write_curves(
         plt.close(fig)
         written.append(path)
     return written
+
+
+def axis_end(runs: Sequence[Dict[str, Any]], x_key: str) -> Optional[float]:
+    """The x-axis end for the compared systems when a pretrained reference ran longer than
+    all of them; None (matplotlib's own) otherwise."""
+    compared, references = [], []
+    for r in runs:
+        end = max(p[x_key] for p in r["curve"])
+        (references if r.get("label") == REFERENCE_LABEL else compared).append(end)
+    if not compared or not references or max(references) <= max(compared):
+        return None
+    return 1.04 * max(compared)
 
 
 def diagnose_styles(fixes: Sequence[str]) -> Dict[str, Dict[str, Any]]:

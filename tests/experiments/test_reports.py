@@ -186,3 +186,18 @@ def test_time_to_reach_each_systems_best(tmp_path):
     assert "## Time to reach each system's best" in (tmp_path / "r.md").read_text()
     reports.write_report(tmp_path / "s.json", ROWS, meta, plot=False)
     assert "Time to reach" not in (tmp_path / "s.md").read_text()  # not in a seconds run
+
+
+def test_seconds_axis_stops_where_the_compared_systems_stop():
+    from vanilla_ner_experiments.plots import axis_end
+
+    def run(label, seconds):
+        return {"label": label, "curve": [{"train_seconds": 0.0}, {"train_seconds": seconds}]}
+
+    compared = [run("", 100.0), run("", 120.0)]
+    assert axis_end(compared + [run(REFERENCE_LABEL, 3000.0)], "train_seconds") == pytest.approx(
+        124.8
+    )
+    assert axis_end(compared, "train_seconds") is None  # no reference: matplotlib's own
+    assert axis_end(compared + [run(REFERENCE_LABEL, 50.0)], "train_seconds") is None
+    assert axis_end([run(REFERENCE_LABEL, 3000.0)], "train_seconds") is None
