@@ -7,12 +7,15 @@ why an optional system (e.g. the pretrained MiniLM) is skipped.
 """
 
 import importlib
+import sys
 from typing import Dict, List, Tuple
 
 DISTRIBUTION = "spacy-vanilla-ner"
 EXTRAS: Dict[str, Tuple[str, ...]] = {
     "plots": ("matplotlib",),
-    "transformers": ("spacy_transformers", "transformers"),
+    # transformers imports lazily: its modeling module is where a broken environment shows
+    # (e.g. an optional package it imports that does not match the installed huggingface_hub).
+    "transformers": ("spacy_transformers", "transformers", "transformers.modeling_utils"),
     "ray": ("ray", "pyarrow"),
 }
 
@@ -26,7 +29,8 @@ def install_line(*extras: str) -> str:
 
 
 def missing(*extras: str) -> List[str]:
-    """RETURNS (List[str]): the modules of `extras` that cannot be imported."""
+    """RETURNS (List[str]): the modules of `extras` that cannot be imported: the module's name
+    when it is not installed, with the error when it is installed but fails to import."""
     absent = []
     for extra in extras:
         if extra not in EXTRAS:
@@ -34,8 +38,14 @@ def missing(*extras: str) -> List[str]:
         for module in EXTRAS[extra]:
             try:
                 importlib.import_module(module)
-            except ImportError:
-                absent.append(module)
+            except ImportError as e:
+                top = module.split(".")[0]
+                not_installed = isinstance(e, ModuleNotFoundError) and e.name in (module, top)
+                if not_installed or sys.modules.get(module, ...) is None:
+                    absent.append(module)
+                else:
+                    error = str(e).splitlines()[0] if str(e) else ""
+                    absent.append(f"{module} (installed, but importing it fails: {error})")
     return absent
 
 
@@ -44,6 +54,6 @@ def require(*extras: str, what: str = "this command") -> None:
     absent = missing(*extras)
     if absent:
         raise MissingDependency(
-            f"{what} needs {', '.join(absent)}, which is not installed. "
+            f"{what} needs {', '.join(absent)}, which cannot be imported. "
             f"Install it with: {install_line(*extras)}"
         )

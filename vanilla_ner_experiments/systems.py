@@ -107,7 +107,7 @@ def check_available(spec: SystemSpec, transformer_model: str = "auto") -> None:
         return
     absent = missing("transformers")
     if absent:
-        raise SkipSystem(f"{', '.join(absent)} not installed: {install_line('transformers')}")
+        raise SkipSystem(f"cannot import {', '.join(absent)}: {install_line('transformers')}")
     found = transformer_model_key(spec)
     if found is None:
         return

@@ -33,10 +33,25 @@ def test_require_names_the_install_line(monkeypatch):
     with pytest.raises(deps.MissingDependency) as error:
         deps.require("plots", what="the plots")
     assert error.value.code == (
-        f"the plots needs matplotlib, which is not installed. Install it with: {INSTALL_PLOTS}"
+        f"the plots needs matplotlib, which cannot be imported. Install it with: {INSTALL_PLOTS}"
     )
     with pytest.raises(ValueError):
         deps.missing("nope")
+
+
+def test_an_installed_module_that_fails_to_import_is_named_with_its_error(monkeypatch, tmp_path):
+    (tmp_path / "broken_dep_for_test.py").write_text(
+        "raise ImportError(\"cannot import name 'X' from 'hub.errors'\")\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(deps.EXTRAS, "plots", ("broken_dep_for_test", "no_such_module_for_test"))
+    assert deps.missing("plots") == [
+        "broken_dep_for_test (installed, but importing it fails: cannot import name 'X' from "
+        "'hub.errors')",
+        "no_such_module_for_test",
+    ]
+    with pytest.raises(deps.MissingDependency, match="which cannot be imported"):
+        deps.require("plots")
 
 
 def test_compare_and_benchmark_check_plots_first(monkeypatch, tmp_path):

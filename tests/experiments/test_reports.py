@@ -146,7 +146,7 @@ def test_plan_runs_one_per_seed_reference_once(tmp_path, monkeypatch):
         assert runs[6:] == [("minilm_ner", 0, Budget(Mode.STEPS, steps=500))]
     else:  # spacy-transformers or the model is missing: skipped with the reason
         assert skipped[0]["status"] == "skipped" and skipped[0]["label"] == REFERENCE_LABEL
-        assert "not installed" in skipped[0]["reason"] or "link-minilm" in skipped[0]["reason"]
+        assert "cannot import" in skipped[0]["reason"] or "link-minilm" in skipped[0]["reason"]
     settings.reference_steps = 0
     assert plan_runs(specs[2:], settings)[0]["reason"] == "--reference-steps 0"
 
