@@ -4,6 +4,7 @@ from itertools import islice
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy
+from spacy.attrs import ENT_IOB, ENT_TYPE, IS_SPACE, ORTH, SPACY
 from spacy.errors import Errors
 from spacy.language import Language
 from spacy.pipeline import TrainablePipe
@@ -14,6 +15,7 @@ from thinc.api import Config, Model, chain
 from thinc.types import Floats2d, Ints1d
 
 from ..tagging.biluo import (
+    O_TAG,
     Constraints,
     floored_log,
     is_valid,
@@ -342,7 +344,7 @@ class VanillaNER(TrainablePipe):
         """
         examples = list(examples)
         validate_examples(examples, f"{type(self).__name__}.get_loss")
-        golds = [self._gold_tags(eg) for eg in examples]
+        golds = self._gold_tags(examples)
         if self.cfg["crf"]:
             loss, d_scores = self._crf_loss(scores, golds, examples)
         else:
@@ -355,7 +357,25 @@ class VanillaNER(TrainablePipe):
             )
         return loss, [self.model.ops.asarray2f(d) for d in d_scores]
 
-    def _gold_tags(self, eg: Example) -> numpy.ndarray:
+    def _gold_tags(self, examples: Sequence[Example]) -> List[numpy.ndarray]:
+        """Gold tag ids of each example's predicted tokens, -1 where unknown. Where both docs
+        have the same tokens (the usual case in training), read from the references' arrays,
+        for the whole batch at once; else through spaCy's alignment
+        (`Example.get_aligned_ner`). Both give the same tags (tests/pipeline/test_gold_tags.py)."""
+        golds: List[numpy.ndarray] = [numpy.zeros((0,), dtype="int64")] * len(examples)
+        same = []
+        for i, eg in enumerate(examples):
+            if eg.reference.has_annotation("ENT_IOB") and _same_tokens(eg.predicted, eg.reference):
+                same.append(i)
+            else:
+                golds[i] = self._aligned_gold_tags(eg)
+        if same:
+            tags = _biluo_ids([examples[i].reference for i in same], self._label_ids())
+            for i, doc_tags in zip(same, tags):
+                golds[i] = doc_tags
+        return golds
+
+    def _aligned_gold_tags(self, eg: Example) -> numpy.ndarray:
         gold = numpy.full((len(eg.predicted),), -1, dtype="int64")
         aligned = eg.get_aligned_ner()
         if aligned is None:
@@ -368,6 +388,11 @@ class VanillaNER(TrainablePipe):
                 gold[i] = tag_id(tag[0], label_index[tag[2:]])
             # None (misaligned), "-" / "" (missing) and unknown labels stay -1.
         return gold
+
+    def _label_ids(self) -> Dict[int, int]:
+        """Label index by the label's string hash (ENT_TYPE)."""
+        strings = self.vocab.strings
+        return {strings[label]: i for i, label in enumerate(self.labels)}
 
     def _softmax_loss(self, scores: List[Floats2d], golds: List[numpy.ndarray]):
         smoothing = self.cfg["label_smoothing"]
@@ -412,6 +437,40 @@ class VanillaNER(TrainablePipe):
         crf.inc_grad("end", crf.ops.asarray1f(result.d_end))
         loss = result.loss
         return loss, d_scores
+
+
+def _same_tokens(predicted: Doc, reference: Doc) -> bool:
+    """Whether the two docs have the same tokens (texts and trailing spaces), so that the
+    alignment between them is the identity."""
+    if len(predicted) != len(reference):
+        return False
+    attrs = [ORTH, SPACY]
+    return bool(numpy.array_equal(predicted.to_array(attrs), reference.to_array(attrs)))
+
+
+def _biluo_ids(docs: Sequence[Doc], label_ids: Dict[int, int]) -> List[numpy.ndarray]:
+    """The BILUO tag id of each token of each doc from its entity annotation, as spaCy's
+    `Example.get_aligned_ner` gives it for identical tokens: missing annotation is -1, except
+    on whitespace (O); an entity whose label the component does not know is -1. One pass over
+    the concatenated tokens of all docs."""
+    lengths = [len(doc) for doc in docs]
+    if not sum(lengths):
+        return [numpy.zeros((0,), dtype="int64") for _ in docs]
+    arrays = [doc.to_array([ENT_IOB, IS_SPACE, ENT_TYPE]) for doc in docs if len(doc)]
+    iob, is_space, ent_type = numpy.concatenate(arrays).T
+    inside = iob == 1
+    # The next token continues the same entity (never across the end of a doc).
+    ends = numpy.cumsum(lengths) - 1
+    continues = numpy.append(inside[1:], False)
+    continues[ends[numpy.array(lengths) > 0]] = False
+    # MOVES is "BILU": B 0, I 1, L 2, U 3; -1 outside entities.
+    move = numpy.where(iob == 3, numpy.where(continues, 0, 3), -1)
+    move = numpy.where(inside, numpy.where(continues, 1, 2), move)
+    hashes, where = numpy.unique(ent_type, return_inverse=True)
+    label = numpy.array([label_ids.get(int(h), -1) for h in hashes], dtype="int64")[where]
+    gold = numpy.where((move >= 0) & (label >= 0), 1 + 4 * label + move, -1)
+    gold[(iob == 2) | ((iob == 0) & (is_space != 0))] = O_TAG
+    return numpy.split(gold, numpy.cumsum(lengths)[:-1])
 
 
 def _space_mask(doc: Doc) -> numpy.ndarray:
