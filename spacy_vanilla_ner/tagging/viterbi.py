@@ -4,6 +4,7 @@ from typing import List, Optional, Sequence
 
 import numpy
 
+from .batching import flatten, length_groups
 from .biluo import Constraints
 
 
@@ -33,52 +34,45 @@ def viterbi_batch(
     is_space (Optional[Sequence[Optional[numpy.ndarray]]]): (T_i,) bool per doc.
     RETURNS (List[numpy.ndarray]): (T_i,) int tag ids per doc.
     """
-    if is_space is None:
-        is_space = [None] * len(scores)
-    paths: List[numpy.ndarray] = [numpy.zeros((0,), dtype="int64")] * len(scores)
-    order = sorted((i for i in range(len(scores)) if len(scores[i])), key=lambda i: len(scores[i]))
-    start = 0
-    while start < len(order):
-        end = start + 1
-        while end < len(order) and (end - start + 1) * len(scores[order[end]]) <= max_cells:
-            end += 1
-        group = order[start:end]
-        for i, path in zip(
-            group,
-            _viterbi_group([scores[i] for i in group], [is_space[i] for i in group], constraints),
-        ):
-            paths[i] = path
-        start = end
-    return paths
+    flat = flatten(scores, is_space, constraints)
+    tags = numpy.zeros((len(flat.emissions),), dtype="int64")
+    for group in length_groups(flat, numpy.flatnonzero(flat.lengths), max_cells):
+        paths = _viterbi_group(group.pad(flat.emissions, None), group.n_active, constraints)
+        tags[group.tokens] = paths[group.positions, group.rows]
+    return numpy.split(tags, numpy.cumsum(flat.lengths)[:-1]) if len(scores) else []
 
 
 def _viterbi_group(
-    scores: List[numpy.ndarray], is_space: List[Optional[numpy.ndarray]], constraints: Constraints
-) -> List[numpy.ndarray]:
-    B, K = len(scores), constraints.n_tags
-    lengths = numpy.array([len(s) for s in scores])
-    T = int(lengths.max())
-    emissions = numpy.zeros((B, T, K))
-    for b, (s, space) in enumerate(zip(scores, is_space)):
-        emissions[b, : len(s)] = constraints.emissions(s, space)
-    backpointers = numpy.zeros((B, T, K), dtype="int32")
-    best = constraints.start + emissions[:, 0]  # (B, K)
-    columns = numpy.arange(K)
+    emissions: numpy.ndarray, n_active: numpy.ndarray, constraints: Constraints
+) -> numpy.ndarray:
+    """Best paths of a padded, time-major batch, docs longest first.
+
+    emissions (numpy.ndarray): (T, B, K) scores.
+    n_active (numpy.ndarray): (T,) how many docs are longer than t.
+    RETURNS (numpy.ndarray): (T, B) tag ids, meaningful up to each doc's length.
+    """
+    T, B, K = emissions.shape
+    # candidates[b, next, prev]: the max over the previous tag is over the last,
+    # contiguous axis, and the winner is read by flat index, not fancy indexing.
+    trans_next_prev = numpy.ascontiguousarray(constraints.trans.T)
+    cells = numpy.arange(B * K) * K
+    backpointers = numpy.empty((T, B, K), dtype="intp")  # read only where written
+    best = constraints.start + emissions[0]  # (B, K); a finished doc keeps its own
     for t in range(1, T):
-        candidates = best[:, :, None] + constraints.trans  # (B, prev, next)
+        n = n_active[t]
+        candidates = best[:n, None, :] + trans_next_prev  # (n, next, prev)
         # argmax takes the first maximum: ties go to the lowest id, O.
-        pointers = candidates.argmax(axis=1)  # (B, next)
-        step = candidates[numpy.arange(B)[:, None], pointers, columns] + emissions[:, t]
-        active = (t < lengths)[:, None]
-        best = numpy.where(active, step, best)
-        backpointers[:, t] = pointers
-    best = best + constraints.end
-    paths = []
-    for b in range(B):
-        path = numpy.zeros((lengths[b],), dtype="int64")
-        path[-1] = best[b].argmax()
-        pointers = backpointers[b]
-        for t in range(lengths[b] - 1, 0, -1):
-            path[t - 1] = pointers[t, path[t]]
-        paths.append(path)
+        pointers = candidates.argmax(axis=2)
+        backpointers[t, :n] = pointers
+        best[:n] = candidates.ravel()[pointers.ravel() + cells[: n * K]].reshape(n, K)
+        best[:n] += emissions[t, :n]
+    last = (best + constraints.end).argmax(axis=1)  # (B,)
+    # Backtrace every doc at once: docs ending at t start from their best last tag.
+    paths = numpy.empty((T, B), dtype="int64")
+    tags = last.copy()
+    for t in range(T - 2, -1, -1):
+        n = n_active[t + 1]
+        tags[:n] = backpointers[t + 1, numpy.arange(n), tags[:n]]
+        paths[t] = tags
+    paths[T - 1] = last
     return paths
