@@ -7,7 +7,8 @@ One known difference: where all the valid paths of a partition (full, or
 gold with missing tags) run through scores some 700 below the best of their
 position (log(0) floors), the scaled forward here underflows, losing the
 partition or dropping the doc; the package redoes those docs in log space.
-Tests compare such cases with brute force or an exact log-space reference."""
+Tests compare such cases with brute force or an exact log-space reference.
+Also: random learned constraints for the tagging tests."""
 
 from typing import List, Optional, Sequence, Tuple
 
@@ -215,3 +216,14 @@ def _viterbi_group(
             path[t - 1] = pointers[t, path[t]]
         paths.append(path)
     return paths
+
+
+def random_constraints(rng, n_labels, scale=0.3):
+    """BILUO constraints with random learned transition, start and end scores."""
+    k = 1 + 4 * n_labels
+    return Constraints(
+        n_labels,
+        rng.normal(size=(k, k)) * scale,
+        rng.normal(size=k) * scale,
+        rng.normal(size=k) * scale,
+    )

@@ -17,7 +17,7 @@ from spacy_vanilla_ner.tagging.biluo import (
     transition_mask,
 )
 from spacy_vanilla_ner.tagging.crf import CRFGradient, crf_loss_and_gradient
-from tests.tagging.reference import reference_crf_loss_and_gradient
+from tests.tagging.reference import random_constraints, reference_crf_loss_and_gradient
 
 N_LABELS = 2
 K = 1 + 4 * N_LABELS
@@ -30,19 +30,9 @@ def path_score(tags, scores, constraints):
     return total
 
 
-def random_constraints(rng, n_labels=N_LABELS, scale=0.3):
-    k = 1 + 4 * n_labels
-    return Constraints(
-        n_labels,
-        rng.normal(size=(k, k)) * scale,
-        rng.normal(size=k) * scale,
-        rng.normal(size=k) * scale,
-    )
-
-
 def test_crf_loss_matches_brute_force_and_gradient():
     rng = numpy.random.default_rng(2)
-    constraints = random_constraints(rng)
+    constraints = random_constraints(rng, N_LABELS)
     T = 4
     emissions = rng.normal(size=(T, K))
     gold = numpy.array([1, 3, -1, 0])  # B-A, L-A, missing, O
@@ -72,7 +62,7 @@ def test_crf_loss_matches_brute_force_and_gradient():
 
 def test_transition_gradients_match_finite_differences():
     rng = numpy.random.default_rng(5)
-    constraints = random_constraints(rng)
+    constraints = random_constraints(rng, N_LABELS)
     docs = [rng.normal(size=(n, K)) for n in (5, 1, 3)]
     golds = [numpy.array([1, 3, 0, 5, 8]), numpy.array([0]), numpy.array([-1, 2, -1])]
     result = crf_loss_and_gradient(docs, golds, constraints)
@@ -289,7 +279,7 @@ def test_docs_without_a_valid_path_add_nothing():
     every tag ruled out, an empty doc, and a batch of nothing else: loss 0,
     gradients 0."""
     rng = numpy.random.default_rng(3)
-    constraints = random_constraints(rng)
+    constraints = random_constraints(rng, N_LABELS)
     ruled_out = rng.normal(size=(4, K))
     ruled_out[2] = NEG_INF
     docs = [rng.normal(size=(3, K)), rng.normal(size=(3, K)), ruled_out, numpy.zeros((0, K))]

@@ -8,7 +8,7 @@ import pytest
 
 from spacy_vanilla_ner.tagging.biluo import MIN_LOG_PROB, Constraints, is_valid
 from spacy_vanilla_ner.tagging.viterbi import viterbi, viterbi_batch
-from tests.tagging.reference import reference_viterbi_batch
+from tests.tagging.reference import random_constraints, reference_viterbi_batch
 
 N_LABELS = 2
 K = 1 + 4 * N_LABELS
@@ -59,20 +59,10 @@ def path_score(tags, scores, constraints):
     return total + sum(constraints.trans[a, b] for a, b in zip(tags[:-1], tags[1:]))
 
 
-def learned_constraints(rng, n_labels, scale=0.5):
-    k = 1 + 4 * n_labels
-    return Constraints(
-        n_labels,
-        rng.normal(size=(k, k)) * scale,
-        rng.normal(size=k) * scale,
-        rng.normal(size=k) * scale,
-    )
-
-
 def test_best_valid_path_with_learned_transitions():
     rng = numpy.random.default_rng(2)
     for _ in range(40):
-        constraints = learned_constraints(rng, N_LABELS)
+        constraints = random_constraints(rng, N_LABELS, scale=0.5)
         T = int(rng.integers(1, 5))
         scores = rng.normal(size=(T, K)) * 2
         space = rng.random(T) < 0.25
@@ -97,7 +87,7 @@ def test_matches_former_decoder(seed):
         n_labels = int(rng.choice([1, 2, 4]))
         k = 1 + 4 * n_labels
         if case % 3:
-            constraints = learned_constraints(rng, n_labels)
+            constraints = random_constraints(rng, n_labels, scale=0.5)
             constraints.trans = numpy.round(constraints.trans * 2) / 2  # ties here too
         else:
             constraints = Constraints(n_labels)
