@@ -184,7 +184,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument(
         "--threads", type=int, default=1, help="torch.set_num_threads (1 for comparable runs)"
     )
-    cli.add_device_arguments(p)
+    cli.add_device_arguments(p, transformer_model=False)  # vanilla_ner pipelines only
     p.add_argument(
         "--work-dir",
         type=Path,

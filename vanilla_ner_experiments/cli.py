@@ -115,7 +115,9 @@ def budget_from_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> Bu
         raise
 
 
-def add_device_arguments(p: argparse.ArgumentParser) -> None:
+def add_device_arguments(p: argparse.ArgumentParser, transformer_model: bool = True) -> None:
+    """--gpu-id, --gpu-allocator, --mixed-precision and, for scripts that run
+    spacy-transformers systems, --transformer-model."""
     p.add_argument("--gpu-id", type=int, default=-1, help="GPU to train on (-1 = CPU)")
     p.add_argument(
         "--gpu-allocator",
@@ -127,6 +129,8 @@ def add_device_arguments(p: argparse.ArgumentParser) -> None:
         default="false",
         help="true: autocast + grad scaler for the torch encoders (GPU)",
     )
+    if not transformer_model:
+        return
     p.add_argument(
         "--transformer-model",
         default="auto",
