@@ -536,21 +536,20 @@ def alternate(
     }
 
 
-def measure_training(
-    nlp: Any, T: Dict[str, Any], warmup: int, steps: int, sync: Callable[[], None]
-) -> Dict[str, Any]:
-    """Updates with spaCy's loop: `warmup` untimed, then `steps` plain and `steps` with the
-    stage timers, alternating. RETURNS (dict): the training part of a row."""
+def training_loop(nlp: Any, T: Dict[str, Any]) -> Iterator[Tuple[Any, Any, bool]]:
+    """spaCy's own training loop (`train_while_improving`) over the [training] corpus, with the
+    config's batcher, dropout and optimizer, for ever (epochs repeat) and with no dev
+    evaluation: each `next()` makes one update and yields (batch, info, is_best_checkpoint)."""
     from spacy.training.loop import create_train_batches, train_while_improving
     from spacy.util import resolve_dot_names
 
     (corpus,) = resolve_dot_names(nlp.config.interpolate(), [T["train_corpus"]])
     examples = list(corpus(nlp))
-    loop = train_while_improving(
+    return train_while_improving(
         nlp,
         T["optimizer"],
         create_train_batches(nlp, lambda _nlp: examples, T["batcher"], 0),
-        lambda: (0.0, {}),  # no dev evaluation: only step 0 calls it, in the warm-up
+        lambda: (0.0, {}),  # no dev evaluation: only step 0 calls it
         dropout=T["dropout"],
         eval_frequency=10**12,
         accumulate_gradient=T["accumulate_gradient"],
@@ -560,6 +559,14 @@ def measure_training(
         annotating_components=T["annotating_components"],
         before_update=T["before_update"],
     )
+
+
+def measure_training(
+    nlp: Any, T: Dict[str, Any], warmup: int, steps: int, sync: Callable[[], None]
+) -> Dict[str, Any]:
+    """Updates with spaCy's loop: `warmup` untimed, then `steps` plain and `steps` with the
+    stage timers, alternating. RETURNS (dict): the training part of a row."""
+    loop = training_loop(nlp, T)
 
     def update(_: Any = None) -> int:
         batch, _info, _ = next(loop)

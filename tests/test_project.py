@@ -130,7 +130,7 @@ def test_configs_share_training_corpora_and_features():
         if "tok2vec" in config["components"]:
             embed = config["components"]["tok2vec"]["model"]["embed"]
             if name.startswith("transformer"):  # the same features, under NormDropout
-                assert embed["@architectures"] == "spacy-vanilla-ner.NormDropout.v1", name
+                assert embed["@architectures"] == "spacy-vanilla-ner.NormDropout.v2", name
                 assert embed["rate"] == 0.1, name
                 embed = embed["embed"]
             assert embed == configs["cnn_vner"]["components"]["tok2vec"]["model"]["embed"], name

@@ -12,18 +12,23 @@ with an unknown-word embedding. Unlike token dropout in the encoder (`token_drop
 zeroes a token's whole vector, only the word identity goes. Inference is unchanged (the docs
 pass through).
 
-The ids are set on copies of the docs with `Doc.from_array`, so the docs the pipeline
-processes are not changed and no string is added to the vocab.
+v1 sets the ids on copies of the docs (`Doc.from_array`), so the docs the pipeline processes
+are not changed and no string is added to the vocab. v2 (`spacy-vanilla-ner.NormDropout.v2`)
+does the same on the feature ids the wrapped layer extracts: it puts itself behind spaCy's
+`FeatureExtractor` inside the embedding layer, draws once per batch and copies no doc, and it
+can also make other hashed features (PREFIX, SUFFIX, SHAPE) unseen.
 """
 
-from typing import Callable, List, Tuple
+from typing import Callable, List, Sequence, Tuple, Union
 
 import numpy
-from spacy.attrs import NORM
+from spacy.attrs import NORM, intify_attr
 from spacy.tokens import Doc
 from spacy.util import registry
 from thinc.api import Model, chain
-from thinc.types import Floats2d
+from thinc.types import Floats2d, Ints2d
+
+EXTRACTOR = "extract_features"  # the name of spaCy's FeatureExtractor layers
 
 
 @registry.architectures("spacy-vanilla-ner.NormDropout.v1")
@@ -36,11 +41,7 @@ def build_norm_dropout_v1(
     embed (Model[List[Doc], List[Floats2d]]): The embedding layer, e.g. spacy.MultiHashEmbed.v2.
     rate (float): Share of tokens whose NORM is randomised in each update, in [0, 1).
     """
-    if not 0.0 <= rate < 1.0:
-        raise ValueError(
-            f"spacy-vanilla-ner.NormDropout.v1: rate must be in [0, 1), got {rate!r}; it is "
-            "the share of tokens whose NORM is replaced by a random id in each update"
-        )
+    _check_rate("v1", rate)
     model = chain(norm_dropout(rate), embed)
     model.set_ref("embed", embed)
     return model
@@ -70,3 +71,95 @@ def _randomise_norms(doc: Doc, rate: float) -> Doc:
     copy = doc.copy()
     copy.from_array([NORM], norms)
     return copy
+
+
+@registry.architectures("spacy-vanilla-ner.NormDropout.v2")
+def build_norm_dropout_v2(
+    embed: Model[List[Doc], List[Floats2d]],
+    rate: float,
+    attrs: Sequence[Union[str, int]] = ("NORM",),
+) -> Model[List[Doc], List[Floats2d]]:
+    """The `embed` model, with the feature ids of `attrs` replaced by random ids with
+    probability `rate` per token, feature and update, during training.
+
+    Unlike v1 it copies no doc: it follows every spaCy `FeatureExtractor` inside `embed` that
+    reads one of `attrs` (spacy.MultiHashEmbed.v2 has one; spacy.CharacterEmbed.v2 one for its
+    word feature) and changes the extracted ids, one batch at a time. With attrs = ["NORM"] it
+    trains the model v1 trains, from other random draws.
+
+    embed (Model[List[Doc], List[Floats2d]]): The embedding layer, e.g. spacy.MultiHashEmbed.v2.
+    rate (float): Share of tokens whose ids are randomised in each update, per feature, in [0, 1).
+    attrs (Sequence[str]): The features made unseen, e.g. ["NORM"] or ["NORM", "PREFIX",
+        "SUFFIX", "SHAPE"]; each is drawn independently.
+    """
+    _check_rate("v2", rate)
+    wanted = [intify_attr(a) for a in attrs]
+    if not wanted or None in wanted:
+        raise ValueError(
+            f"spacy-vanilla-ner.NormDropout.v2: attrs must name token attributes, such as "
+            f'["NORM"] or ["NORM", "PREFIX", "SUFFIX", "SHAPE"]; got {list(attrs)!r}'
+        )
+    found = 0
+    for node in list(embed.walk()):
+        if node.name != EXTRACTOR:
+            continue
+        read = [intify_attr(c) for c in node.attrs["columns"]]
+        columns = [i for i, attr in enumerate(read) if attr in wanted]
+        if not columns:
+            continue
+        found += 1
+        wrapped = chain(node, feature_dropout(rate, columns))
+        if node is embed:
+            embed = wrapped
+        else:
+            embed.replace_node(node, wrapped)
+    if not found:
+        raise ValueError(
+            "spacy-vanilla-ner.NormDropout.v2: the embed layer has no spaCy FeatureExtractor "
+            f"that reads {list(attrs)}; wrap spacy.MultiHashEmbed.v2 or "
+            "spacy.CharacterEmbed.v2 with these attributes, or use NormDropout.v1, which works "
+            "on the docs and so with any embed layer (for NORM only)"
+        )
+    return embed
+
+
+def feature_dropout(rate: float, columns: List[int]) -> Model[List[Ints2d], List[Ints2d]]:
+    """Replaces, in training, the ids in `columns` of each token's feature row by random ids
+    with probability `rate`, each column drawn independently."""
+    # Not "dropout_rate": spaCy's set_dropout_rate would overwrite it with [training] dropout.
+    return Model(
+        "norm_dropout",
+        _forward_features,
+        attrs={"norm_dropout_rate": rate, "norm_dropout_columns": list(columns)},
+    )
+
+
+def _forward_features(
+    model: Model[List[Ints2d], List[Ints2d]], features: List[Ints2d], is_train: bool
+) -> Tuple[List[Ints2d], Callable]:
+    rate = model.attrs["norm_dropout_rate"]
+    lengths = [len(f) for f in features]
+    n = sum(lengths)
+    if not is_train or rate <= 0.0 or n == 0:
+        return features, lambda d_features: []
+    xp = model.ops.xp
+    columns = model.attrs["norm_dropout_columns"]
+    # One draw for the batch, on the host (numpy's global generator, seeded by spaCy's
+    # fix_random_seed), and one transfer of the result: nothing per doc.
+    drop = numpy.random.random((n, len(columns))) < rate
+    rows, cols = numpy.nonzero(drop)
+    if not len(rows):
+        return features, lambda d_features: []
+    ids = numpy.random.randint(1, 2**63, size=len(rows), dtype=numpy.uint64)
+    flat = xp.concatenate(features) if len(features) > 1 else features[0].copy()
+    flat[xp.asarray(rows), xp.asarray(numpy.asarray(columns)[cols])] = xp.asarray(ids)
+    ends = numpy.cumsum(lengths)[:-1].tolist()
+    return xp.split(flat, ends), lambda d_features: []
+
+
+def _check_rate(version: str, rate: float) -> None:
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(
+            f"spacy-vanilla-ner.NormDropout.{version}: rate must be in [0, 1), got {rate!r}; it "
+            "is the share of tokens whose feature ids are replaced by random ids in each update"
+        )

@@ -4,13 +4,22 @@ encoder v1)."""
 
 from dataclasses import MISSING, fields
 from functools import partial
-from typing import List, Optional, Sequence, Union
+from typing import List, Optional, Sequence, Tuple, Union, cast
 
+import torch
 from spacy.ml.models.tok2vec import MultiHashEmbed, build_Tok2Vec_model
 from spacy.tokens import Doc
 from spacy.util import registry
-from thinc.api import Model, PyTorchGradScaler, PyTorchWrapper_v2
-from thinc.types import Floats2d
+from thinc.api import (
+    Model,
+    Optimizer,
+    PyTorchGradScaler,
+    PyTorchShim,
+    PyTorchWrapper_v2,
+    torch2xp,
+    xp2torch,
+)
+from thinc.types import Floats2d, FloatsXd
 
 from .torch_encoder import EncoderConfig, TransformerEncoderModule
 from .windowing import WindowConfig, WindowedEncoder, convert_inputs, convert_outputs
@@ -157,12 +166,17 @@ def _build_encoder(
 ) -> Model[List[Floats2d], List[Floats2d]]:
     grad_scaler_config = dict(grad_scaler_config or {})
     grad_scaler_config.setdefault("enabled", mixed_precision)
+    module = WindowedEncoder(TransformerEncoderModule(config))
+    grad_scaler = PyTorchGradScaler(**grad_scaler_config)
     torch_layer = PyTorchWrapper_v2(
-        WindowedEncoder(TransformerEncoderModule(config)),
+        module,
         convert_inputs=partial(convert_inputs, windows=windows),
         convert_outputs=convert_outputs,
         mixed_precision=mixed_precision,
-        grad_scaler=PyTorchGradScaler(**grad_scaler_config),
+        grad_scaler=grad_scaler,
+    )
+    torch_layer.shims[0] = InPlaceUpdateShim(
+        module, mixed_precision=mixed_precision, grad_scaler=grad_scaler
     )
     return Model(
         "transformer_encoder",
@@ -171,6 +185,126 @@ def _build_encoder(
         layers=[torch_layer],
         dims={"nI": config.width, "nO": config.width},
     )
+
+
+class InPlaceUpdateShim(PyTorchShim):
+    """thinc's `PyTorchShim` with a fused optimizer step that keeps the result in the
+    parameters' own memory.
+
+    Fused: the encoder's parameters and their gradients are views of two flat buffers, and
+    the optimizer is called once per update on the whole buffer instead of once per tensor
+    (36 tensors in the default encoder): `benchmarks/optimizer.py`. Adam, its L2 and its
+    averages are elementwise, so one call computes what the per-tensor calls compute;
+    gradient clipping, which thinc applies to each tensor's norm, is done here per tensor
+    before the call (and the optimizer's own `grad_clip` is off for it), so training is the
+    same as with thinc's shim up to float rounding (tests/models/test_inplace_update.py).
+
+    In place: thinc's `finish_update` sets `param.data = xp2torch(new)` after each update.
+    On CPU `new` is a numpy view of the previous `param.data`, so every update links one
+    more tensor and numpy array per parameter into a chain that is never freed: a heap and
+    garbage-collector load that grows over a long training run. thinc's optimizers update
+    in place, so there is nothing to copy; an optimizer that returns new memory is copied in.
+
+    The flat buffers are (re)made at an update whenever the parameters are not their views
+    (the first update; after the module was moved to another device, copied or unpickled);
+    they are not pickled."""
+
+    _flat: Optional[Tuple["torch.Tensor", "torch.Tensor"]] = None
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.pop("_flat", None)
+        return state
+
+    def finish_update(self, optimizer: Optimizer) -> None:
+        params = list(self._model.parameters())
+        if not params or any(p.grad is None for p in params):
+            return self._finish_per_tensor(optimizer)
+        flat, flat_grad = self._flat_buffers(params)
+        if not self._grad_scaler.found_inf:  # skip the step if a gradient overflowed
+            with torch.no_grad():
+                if optimizer.L2 != 0 and not optimizer.L2_is_weight_decay:
+                    flat_grad.add_(flat, alpha=optimizer.L2)  # as thinc does, before clipping
+                if optimizer.grad_clip:
+                    _clip_per_tensor([p.grad for p in params], optimizer.grad_clip)
+            own = (optimizer.grad_clip, optimizer.L2)
+            optimizer.grad_clip = 0.0
+            if not optimizer.L2_is_weight_decay:
+                optimizer.L2 = 0.0
+            try:
+                new, _ = optimizer(
+                    (self.id, "flat"),
+                    cast(FloatsXd, torch2xp(flat)),
+                    cast(FloatsXd, torch2xp(flat_grad)),
+                )
+            finally:
+                optimizer.grad_clip, optimizer.L2 = own
+            updated = xp2torch(new, device=flat.device)
+            if updated.data_ptr() != flat.data_ptr():
+                with torch.no_grad():
+                    flat.copy_(updated)
+        flat_grad.zero_()
+        self._grad_scaler.update()
+
+    def _finish_per_tensor(self, optimizer: Optimizer) -> None:
+        for name, param in self._model.named_parameters():
+            if param.grad is None:
+                continue
+            if not self._grad_scaler.found_inf:
+                new, _ = optimizer(
+                    (self.id, name),
+                    cast(FloatsXd, torch2xp(param.data)),
+                    cast(FloatsXd, torch2xp(param.grad)),
+                )
+                updated = xp2torch(new, device=param.device)
+                if updated.data_ptr() != param.data_ptr():
+                    with torch.no_grad():
+                        param.copy_(updated)
+            param.grad.zero_()
+        self._grad_scaler.update()
+
+    def _flat_buffers(
+        self, params: List["torch.nn.Parameter"]
+    ) -> Tuple["torch.Tensor", "torch.Tensor"]:
+        """The flat parameter and gradient buffers, with the parameters (and gradients) made
+        their views if they are not."""
+        if self._flat is not None and _are_views(params, self._flat[0], self._flat[1]):
+            return self._flat
+        with torch.no_grad():
+            flat = torch.cat([p.detach().reshape(-1) for p in params])
+            flat_grad = torch.cat([p.grad.detach().reshape(-1) for p in params])
+            offset = 0
+            for p in params:
+                n = p.numel()
+                p.data = flat[offset : offset + n].view_as(p)
+                p.grad = flat_grad[offset : offset + n].view_as(p)
+                offset += n
+        self._flat = (flat, flat_grad)
+        return self._flat
+
+
+def _are_views(params: List["torch.nn.Parameter"], flat, flat_grad) -> bool:
+    offset = 0
+    size = flat.element_size()
+    for p in params:
+        if (
+            p.data_ptr() != flat.data_ptr() + offset * size
+            or p.grad is None
+            or p.grad.data_ptr() != flat_grad.data_ptr() + offset * size
+            or not p.is_contiguous()
+            or not p.grad.is_contiguous()
+        ):
+            return False
+        offset += p.numel()
+    return offset == flat.numel()
+
+
+def _clip_per_tensor(grads: List["torch.Tensor"], threshold: float) -> None:
+    """thinc's `clip_gradient` on each tensor, in two multi-tensor calls: a gradient whose
+    norm is >= threshold is scaled to norm `threshold`, in place."""
+    norms = torch.stack(torch._foreach_norm(grads))
+    scale = torch.where(norms >= threshold, threshold / norms, torch.ones_like(norms))
+    torch._foreach_mul_(grads, list(scale.unbind()))
 
 
 def _check_width(model: Model, X: List[Floats2d]) -> None:

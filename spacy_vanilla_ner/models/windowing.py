@@ -9,6 +9,7 @@ memory is bounded by the window size, not by the length of the longest doc.
 """
 
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Callable, List, Tuple
 
@@ -17,6 +18,7 @@ import torch
 from thinc.api import ArgsKwargs, Model, torch2xp, xp2torch
 from thinc.types import Floats2d
 
+from .quantization import Int8Copy
 from .torch_encoder import TransformerEncoderModule
 
 _fork_hook_registered = False
@@ -161,15 +163,47 @@ class WindowedEncoder(torch.nn.Module):
     def __init__(self, encoder: TransformerEncoderModule):
         super().__init__()
         self.encoder = encoder
+        # "int8": predict on CPU with an int8 copy of the encoder (models/quantization.py).
+        # A plain attribute: not in the state dict, so saved pipelines are unchanged.
+        self.inference_dtype = "float32"
+        self._int8 = Int8Copy()
         register_fork_hook()
+
+    def __getstate__(self) -> dict:
+        # The int8 copy (and its lock) is not pickled; it is remade where it is used.
+        state = super().__getstate__()  # nn.Module's: a copy of __dict__
+        state.pop("_int8", None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        self.__dict__.setdefault("inference_dtype", "float32")
+        self._int8 = Int8Copy()
+
+    def predictor(self, X: torch.Tensor, train: bool) -> torch.nn.Module:
+        """The module that runs this pass: the encoder, or for CPU prediction with
+        `inference_dtype = "int8"` its int8 copy."""
+        if train or self.inference_dtype != "int8":
+            return self.encoder
+        if X.device.type != "cpu":
+            if not getattr(self, "_warned_device", False):
+                self._warned_device = True
+                warnings.warn(
+                    f"int8 inference applies on CPU only; the encoder on {X.device} predicts "
+                    "in its own precision",
+                    stacklevel=2,
+                )
+            return self.encoder
+        return self._int8.get(self.encoder)
 
     def forward(self, X: torch.Tensor, *, batch: WindowBatch, train: bool = False) -> torch.Tensor:
         register_fork_hook()  # a flag check after the first call
+        encoder = self.predictor(X, train)
         # X: (N, C). Append a zero row for the padding positions to gather.
         X = torch.cat([X, X.new_zeros((1, X.shape[1]))])
         outputs = []
         for gather, mask in batch.chunks:
-            Y = self.encoder(X[gather], mask, train)  # (B, T, C)
+            Y = encoder(X[gather], mask, train)  # (B, T, C)
             outputs.append(Y.reshape(-1, Y.shape[-1]))
         # Under autocast the encoder may return half precision; thinc wants float32.
         return torch.cat(outputs)[batch.output_index].float()  # (N, C)

@@ -1,5 +1,7 @@
 """The `vanilla_ner` component: per-token BILUO tagging that writes `doc.ents`."""
 
+import hashlib
+import weakref
 from itertools import islice
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -37,7 +39,7 @@ DEFAULT_CONFIG_STR = """
 @architectures = "spacy.Tok2Vec.v2"
 
 [model.tok2vec.embed]
-@architectures = "spacy-vanilla-ner.NormDropout.v1"
+@architectures = "spacy-vanilla-ner.NormDropout.v2"
 rate = 0.1
 
 [model.tok2vec.embed.embed]
@@ -368,12 +370,29 @@ class VanillaNER(TrainablePipe):
             if eg.reference.has_annotation("ENT_IOB") and _same_tokens(eg.predicted, eg.reference):
                 same.append(i)
             else:
-                golds[i] = self._aligned_gold_tags(eg)
+                golds[i] = self._cached_aligned_gold_tags(eg)
         if same:
             tags = _biluo_ids([examples[i].reference for i in same], self._label_ids())
             for i, doc_tags in zip(same, tags):
                 golds[i] = doc_tags
         return golds
+
+    def _cached_aligned_gold_tags(self, eg: Example) -> numpy.ndarray:
+        """`_aligned_gold_tags`, remembered across updates: spaCy's alignment costs about 10×
+        the key, and `Language.update` copies the examples, so the key is their content (the
+        predicted tokens, the reference's tokens and entities) and the component's labels.
+        At most GOLD_CACHE_SIZE examples are kept; the arrays are read-only."""
+        labels, cache = _GOLD_CACHES.get(self, (None, {}))
+        if labels != self.labels or len(cache) >= GOLD_CACHE_SIZE:
+            labels, cache = self.labels, {}
+            _GOLD_CACHES[self] = (labels, cache)
+        key = _alignment_key(eg)
+        gold = cache.get(key)
+        if gold is None:
+            gold = self._aligned_gold_tags(eg)
+            gold.setflags(write=False)
+            cache[key] = gold
+        return gold
 
     def _aligned_gold_tags(self, eg: Example) -> numpy.ndarray:
         gold = numpy.full((len(eg.predicted),), -1, dtype="int64")
@@ -437,6 +456,24 @@ class VanillaNER(TrainablePipe):
         crf.inc_grad("end", crf.ops.asarray1f(result.d_end))
         loss = result.loss
         return loss, d_scores
+
+
+# Aligned gold tags per component, kept outside it so that pickles and copies of a pipeline
+# do not carry them: {component: (its labels, {alignment key: gold tag ids})}.
+_GOLD_CACHES: "weakref.WeakKeyDictionary[VanillaNER, Tuple[Tuple[str, ...], Dict]]" = (
+    weakref.WeakKeyDictionary()
+)
+GOLD_CACHE_SIZE = 200_000
+
+
+def _alignment_key(eg: Example) -> bytes:
+    """What spaCy's `get_aligned_ner` reads: the predicted tokens, and the reference's tokens
+    and entities (as hashes), digested."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(eg.predicted.to_array([ORTH, SPACY]).tobytes())
+    digest.update(b"|")
+    digest.update(eg.reference.to_array([ORTH, SPACY, ENT_IOB, ENT_TYPE]).tobytes())
+    return digest.digest()
 
 
 def _same_tokens(predicted: Doc, reference: Doc) -> bool:

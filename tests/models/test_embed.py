@@ -1,6 +1,6 @@
-"""`spacy-vanilla-ner.NormDropout.v1`: which features change in training, that inference and
-the caller's docs are untouched, seeding, bad rates, and a pipeline that trains, saves and loads
-with it in the `embed` slot."""
+"""`spacy-vanilla-ner.NormDropout.v1` and `.v2`: which features change in training, that
+inference and the caller's docs are untouched, seeding, bad rates and settings, where v2 puts
+itself, and a pipeline that trains, saves and loads with either in the `embed` slot."""
 
 from typing import List, Optional
 
@@ -8,17 +8,23 @@ import numpy
 import pytest
 import spacy
 from spacy.attrs import NORM, PREFIX, SHAPE, SUFFIX
+from spacy.ml.featureextractor import FeatureExtractor
 from spacy.tokens import Doc
 from spacy.util import fix_random_seed, registry
 from thinc.api import Model
 
-from spacy_vanilla_ner.models.embed import build_norm_dropout_v1
+from spacy_vanilla_ner.models.embed import (
+    build_norm_dropout_v1,
+    build_norm_dropout_v2,
+    feature_dropout,
+)
 from tests.helpers import fixture_examples, tagger_model_with_encoder
 
 FEATURES = [NORM, PREFIX, SUFFIX, SHAPE]
 ROWS = (500, 100, 100, 100)
 # spacy.MultiHashEmbed.v2, 16 wide.
 EMBED = tagger_model_with_encoder(None, 16, rows=ROWS)["tok2vec"]["embed"]
+BUILDERS = {"v1": build_norm_dropout_v1, "v2": build_norm_dropout_v2}
 
 
 @pytest.fixture(scope="module")
@@ -81,17 +87,20 @@ def test_inference_and_rate_zero_pass_the_docs_through(docs, rate):
         assert all(a is b for a, b in zip(seen_by_embed(docs, rate, is_train=True), docs))
 
 
-def test_prediction_equals_the_wrapped_embedding(docs):
+@pytest.mark.parametrize("version", BUILDERS)
+def test_prediction_equals_the_wrapped_embedding(docs, version):
     embed = registry.resolve({"e": EMBED})["e"]
-    model = build_norm_dropout_v1(embed, 0.3)
-    model.initialize(X=docs)
-    for got, want in zip(model.predict(docs), embed.predict(docs)):
-        numpy.testing.assert_array_equal(got, want)
+    embed.initialize(X=docs)
+    want = embed.predict(docs)
+    model = BUILDERS[version](embed, 0.3)  # v2 changes `embed` itself: predict first
+    for got, expected in zip(model.predict(docs), want):
+        numpy.testing.assert_array_equal(got, expected)
 
 
-def test_gradients_reach_the_embedding(docs):
+@pytest.mark.parametrize("version", BUILDERS)
+def test_gradients_reach_the_embedding(docs, version):
     embed = registry.resolve({"e": EMBED})["e"]
-    model = build_norm_dropout_v1(embed, 0.3)
+    model = BUILDERS[version](embed, 0.3)
     model.initialize(X=docs)
     out, backprop = model.begin_update(docs)
     backprop([model.ops.alloc2f(*o.shape) + 1 for o in out])
@@ -99,22 +108,25 @@ def test_gradients_reach_the_embedding(docs):
     assert any(g is not None and float(abs(g).sum()) > 0 for g in grads)
 
 
+@pytest.mark.parametrize("version", BUILDERS)
 @pytest.mark.parametrize("rate", [-0.1, 1.0, 2])
-def test_bad_rates_are_named(rate):
-    with pytest.raises(ValueError, match=r"rate must be in \[0, 1\)"):
-        build_norm_dropout_v1(spy(), rate)
+def test_bad_rates_are_named(rate, version):
+    embed = registry.resolve({"e": EMBED})["e"]
+    with pytest.raises(ValueError, match=rf"NormDropout.{version}: rate must be in \[0, 1\)"):
+        BUILDERS[version](embed, rate)
 
 
-def trained_pipeline(rate: Optional[float], n_updates: int, drop: float = 0.1):
-    """A small seeded `vanilla_ner` (hashed features, under NormDropout at `rate` unless
-    None; encoder v2) after `n_updates` updates on 20 fixture sentences; and those examples."""
+def trained_pipeline(rate: Optional[float], n_updates: int, drop: float = 0.1, version: str = "v1"):
+    """A small seeded `vanilla_ner` (hashed features, under NormDropout `version` at `rate`
+    unless None; encoder v2) after `n_updates` updates on 20 fixture sentences; and those
+    examples."""
     fix_random_seed(0)
     encode = {"@architectures": "spacy-vanilla-ner.TransformerEncoder.v2", "width": 16}
     model = tagger_model_with_encoder({**encode, "depth": 1, "n_heads": 2}, 16, rows=ROWS)
     if rate is not None:
         embed = model["tok2vec"]["embed"]
         model["tok2vec"]["embed"] = {
-            "@architectures": "spacy-vanilla-ner.NormDropout.v1",
+            "@architectures": f"spacy-vanilla-ner.NormDropout.{version}",
             "rate": rate,
             "embed": embed,
         }
@@ -129,8 +141,9 @@ def trained_pipeline(rate: Optional[float], n_updates: int, drop: float = 0.1):
     return nlp, examples
 
 
-def test_pipeline_trains_saves_and_loads_with_it(tmp_path):
-    nlp, examples = trained_pipeline(0.2, n_updates=3, drop=0.5)
+@pytest.mark.parametrize("version", BUILDERS)
+def test_pipeline_trains_saves_and_loads_with_it(tmp_path, version):
+    nlp, examples = trained_pipeline(0.2, n_updates=3, drop=0.5, version=version)
     # [training] dropout (spaCy's set_dropout_rate) does not reach the rate.
     rates = [
         n.attrs["norm_dropout_rate"]
@@ -146,13 +159,104 @@ def test_pipeline_trains_saves_and_loads_with_it(tmp_path):
     ]
 
 
-def test_rate_zero_is_the_unwrapped_model_exactly():
+@pytest.mark.parametrize("version", BUILDERS)
+def test_rate_zero_is_the_unwrapped_model_exactly(version):
     """Same seed, same updates: rate 0 trains and predicts as the plain embedding does (the
     wrapper has no weights and draws no random numbers)."""
     outputs = []
     for rate in (0.0, None):
-        nlp, examples = trained_pipeline(rate, n_updates=2)
+        nlp, examples = trained_pipeline(rate, n_updates=2, version=version)
         docs = [nlp.make_doc(eg.reference.text) for eg in examples[:5]]
         outputs.append(nlp.get_pipe("vanilla_ner").model.predict(docs))
     for a, b in zip(*outputs):
         numpy.testing.assert_array_equal(a, b)
+
+
+# --- v2: on the extracted feature ids ---------------------------------------------------------
+
+
+def extracted(docs):
+    return FeatureExtractor(FEATURES)(docs, is_train=False)[0]
+
+
+@pytest.mark.parametrize("columns", [[0], [1, 3], [0, 1, 2, 3]])
+def test_v2_changes_only_the_named_columns_and_not_its_input(docs, columns):
+    features = extracted(docs)
+    before = [f.copy() for f in features]
+    fix_random_seed(0)
+    out, backprop = feature_dropout(0.5, columns)(features, is_train=True)
+    assert backprop(out) == []
+    assert [len(o) for o in out] == [len(d) for d in docs]
+    others = [c for c in range(len(FEATURES)) if c not in columns]
+    changed = numpy.concatenate([o != b for o, b in zip(out, before)])
+    assert not changed[:, others].any()
+    assert changed[:, columns].any() and not changed[:, columns].all()
+    assert all((f == b).all() for f, b in zip(features, before))  # not changed in place
+
+
+def test_v2_rate_is_the_share_per_column_and_seeded(docs):
+    features = extracted(docs[:1])
+    model = feature_dropout(0.2, [0, 2])
+    fix_random_seed(1)
+    shares = [
+        (model(features, is_train=True)[0][0] != features[0])[:, [0, 2]].mean(axis=0)
+        for _ in range(300)
+    ]
+    assert numpy.allclose(numpy.mean(shares, axis=0), 0.2, atol=0.03)
+    runs = []
+    for _ in range(2):
+        fix_random_seed(3)
+        runs.append([model(features, is_train=True)[0][0] for _ in range(3)])
+    assert all((a == b).all() for a, b in zip(*runs))
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.5])
+def test_v2_inference_and_rate_zero_pass_the_features_through(docs, rate):
+    features = extracted(docs)
+    assert feature_dropout(rate, [0])(features, is_train=False)[0] is features
+    if rate == 0.0:
+        assert feature_dropout(rate, [0])(features, is_train=True)[0] is features
+
+
+def test_v2_handles_empty_batches_and_docs(docs):
+    model = feature_dropout(0.5, [0])
+    assert model([], is_train=True)[0] == []
+    empty = extracted(docs[2:])  # one empty doc
+    assert [len(f) for f in model(empty, is_train=True)[0]] == [0]
+
+
+@pytest.mark.parametrize(
+    "attrs,columns", [(["NORM"], [0]), (["SHAPE", "PREFIX"], [1, 3]), (FEATURES, [0, 1, 2, 3])]
+)
+def test_v2_follows_the_feature_extractor(attrs, columns):
+    model = build_norm_dropout_v2(registry.resolve({"e": EMBED})["e"], 0.1, attrs)
+    layers = [n for n in model.walk() if n.name == "norm_dropout"]
+    assert [n.attrs["norm_dropout_columns"] for n in layers] == [columns]
+    chains = [n for n in model.walk() if n.layers[-1:] == layers]
+    assert [c.layers[0].name for c in chains] == ["extract_features"]
+
+
+def test_v2_wraps_character_embed():
+    embed = {
+        "@architectures": "spacy.CharacterEmbed.v2",
+        "feature": "NORM",
+        "width": 16,
+        "rows": 100,
+        "nM": 8,
+        "nC": 4,
+        "include_static_vectors": False,
+    }
+    model = build_norm_dropout_v2(registry.resolve({"e": embed})["e"], 0.1)
+    assert [n.attrs["norm_dropout_columns"] for n in model.walk() if n.name == "norm_dropout"] == [
+        [0]
+    ]
+
+
+def test_v2_names_an_embed_layer_it_cannot_wrap():
+    with pytest.raises(ValueError, match="no spaCy FeatureExtractor that reads.*NormDropout.v1"):
+        build_norm_dropout_v2(spy(), 0.1)
+    embed = registry.resolve({"e": EMBED})["e"]
+    with pytest.raises(ValueError, match="no spaCy FeatureExtractor that reads.*LEMMA"):
+        build_norm_dropout_v2(embed, 0.1, ["LEMMA"])
+    with pytest.raises(ValueError, match="attrs must name token attributes"):
+        build_norm_dropout_v2(embed, 0.1, ["NORMS"])

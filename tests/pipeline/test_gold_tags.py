@@ -91,3 +91,56 @@ def test_no_entity_annotation_is_all_unknown(ner):
     golds = ner._gold_tags([Example(doc.copy(), doc), Example(empty.copy(), empty)])
     numpy.testing.assert_array_equal(golds[0], [-1, -1])
     assert golds[1].shape == (0,)
+
+
+def different_tokens(ner, rng, n):
+    """Examples whose predicted tokens differ from the reference's (the alignment path)."""
+    tokenizer = spacy.blank("en", vocab=ner.vocab).tokenizer
+    examples = []
+    while len(examples) < n:
+        reference = random_doc(ner.vocab, rng)
+        predicted = tokenizer(reference.text)
+        if not _same_tokens(predicted, reference):
+            examples.append(Example(predicted, reference))
+    return examples
+
+
+def test_aligned_tags_are_remembered_across_copies(ner, monkeypatch):
+    """`Language.update` copies the examples: the second epoch finds the tags of the first,
+    equal to spaCy's alignment, and a change of labels or annotation is not mistaken."""
+    examples = different_tokens(ner, random.Random(1), 200)
+    first = ner._gold_tags(examples)
+    calls = []
+    aligned = type(ner)._aligned_gold_tags
+    monkeypatch.setattr(
+        type(ner), "_aligned_gold_tags", lambda self, eg: calls.append(1) or aligned(self, eg)
+    )
+    again = ner._gold_tags([eg.copy() for eg in examples])
+    assert calls == []
+    for eg, a, b in zip(examples, first, again):
+        numpy.testing.assert_array_equal(a, aligned_ids(ner, eg))
+        numpy.testing.assert_array_equal(b, a)
+        assert not b.flags.writeable
+    # Other entities on the same tokens: a new key.
+    eg = next(eg for eg in examples if eg.reference.ents)
+    reference = eg.reference.copy()
+    reference.ents = []
+    changed = Example(eg.predicted.copy(), reference)
+    numpy.testing.assert_array_equal(ner._gold_tags([changed])[0], aligned_ids(ner, changed))
+    assert calls == [1]
+    # A new label: everything is aligned again, with the new tag ids.
+    ner.add_label("PER")
+    for eg, gold in zip(examples, ner._gold_tags(examples)):
+        numpy.testing.assert_array_equal(gold, aligned_ids(ner, eg))
+    assert len(calls) == 1 + len(examples)
+
+
+def test_the_remembered_tags_are_not_pickled(ner):
+    import pickle
+
+    from spacy_vanilla_ner.pipeline import vanilla_ner
+
+    ner._gold_tags(different_tokens(ner, random.Random(2), 20))
+    assert len(vanilla_ner._GOLD_CACHES[ner][1]) == 20
+    copy = pickle.loads(pickle.dumps(ner))
+    assert copy not in vanilla_ner._GOLD_CACHES

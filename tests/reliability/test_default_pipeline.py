@@ -24,7 +24,7 @@ def test_default_pipeline_is_the_recipe(default_nlp):
     config = default_nlp.config["components"]["vanilla_ner"]
     assert config["crf"] is True
     tok2vec = config["model"]["tok2vec"]
-    assert tok2vec["embed"]["@architectures"] == "spacy-vanilla-ner.NormDropout.v1"
+    assert tok2vec["embed"]["@architectures"] == "spacy-vanilla-ner.NormDropout.v2"
     assert tok2vec["encode"]["@architectures"] == "spacy-vanilla-ner.TransformerEncoder.v2"
     assert tok2vec["encode"]["dropout"] > 0  # so that a leak of training mode would show
 
@@ -41,10 +41,12 @@ MULTIPROCESS_SCRIPT = """
 import json, multiprocessing, sys
 
 def main():
-    method, path, texts_path = sys.argv[1:4]
+    method, path, texts_path, dtype = sys.argv[1:5]
     multiprocessing.set_start_method(method, force=True)
     import spacy
-    nlp = spacy.load(path)
+    config = {"nlp": {"after_pipeline_creation": {
+        "@callbacks": "spacy-vanilla-ner.Int8Inference.v1"}}} if dtype == "int8" else {}
+    nlp = spacy.load(path, config=config)
     texts = json.load(open(texts_path, encoding="utf8"))
     # Serial first, so torch's thread pools exist before a fork (spaCy #6662).
     serial = [[(e.start_char, e.end_char, e.label_) for e in d.ents] for d in nlp.pipe(texts)]
@@ -57,8 +59,12 @@ if __name__ == "__main__":
 """
 
 
-@pytest.mark.parametrize("method", ["fork", "spawn"])
-def test_pipe_n_process_2_equals_serial(default_path, dev_texts, tmp_path, method):
+@pytest.mark.parametrize(
+    "method,dtype", [("fork", "float32"), ("spawn", "float32"), ("spawn", "int8")]
+)
+def test_pipe_n_process_2_equals_serial(default_path, dev_texts, tmp_path, method, dtype):
+    """Also with int8 inference (`spacy-vanilla-ner.Int8Inference.v1` at load time): the
+    workers remake the int8 copy from the pickled weights."""
     texts = dev_texts[:40] + ["", "   ", "x" * 5000, "😀 Emma Watson in London"]
     texts_path = tmp_path / "texts.json"
     texts_path.write_text(json.dumps(texts), encoding="utf8")
@@ -67,6 +73,7 @@ def test_pipe_n_process_2_equals_serial(default_path, dev_texts, tmp_path, metho
         method,
         str(default_path),
         str(texts_path),
+        dtype,
         env={"OMP_NUM_THREADS": "2"},
         timeout=180,
     )
