@@ -20,7 +20,6 @@ relative to the first system in float32.
 """
 
 import argparse
-import json
 import shlex
 import sys
 from pathlib import Path
@@ -29,7 +28,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from vanilla_ner_experiments.inference import gold_preproc, pipe_inputs, read_docs, score
 from vanilla_ner_experiments.machine import device_info, package_versions
-from vanilla_ner_experiments.reports import mean_std, table
+from vanilla_ner_experiments.reports import mean_std, table, write_results
 
 REPO = Path(__file__).resolve().parent.parent
 INT8 = {"nlp": {"after_pipeline_creation": {"@callbacks": "spacy-vanilla-ner.Int8Inference.v1"}}}
@@ -230,12 +229,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "seconds": args.seconds,
         "quantized_engine": torch.backends.quantized.engine,
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n", "utf8")
-    report = markdown(rows, meta)
-    args.output.with_suffix(".md").write_text(report, encoding="utf8")
-    print(report)
-    print(f"Wrote {args.output} and {args.output.with_suffix('.md')}", flush=True)
+    write_results(args.output, {"meta": meta, "rows": rows}, markdown(rows, meta))
     return 0
 
 

@@ -20,7 +20,6 @@ next to it (`.md`).
 """
 
 import argparse
-import json
 import shlex
 import statistics
 import sys
@@ -29,7 +28,7 @@ from timeit import default_timer
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from vanilla_ner_experiments.machine import device_info, package_versions
-from vanilla_ner_experiments.reports import table
+from vanilla_ner_experiments.reports import table, write_results
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -155,8 +154,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "repeats": args.repeats,
         "note": "median ms per step, minus the median time of filling the random gradients",
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n", "utf8")
     first = rows[0]["median_ms"]
     lines = [
         [f"{r['way']}", f"{r['median_ms']:.3f}", f"{r['median_ms'] / first:.2f}×"] for r in rows
@@ -174,8 +171,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "",
         ]
     )
-    args.output.with_suffix(".md").write_text(report, encoding="utf8")
-    print(report)
+    write_results(args.output, {"meta": meta, "rows": rows}, report)
     return 0
 
 

@@ -44,7 +44,6 @@ run it on an otherwise idle one.
 import argparse
 import gc
 import inspect
-import json
 import math
 import re
 import shlex
@@ -58,7 +57,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 from vanilla_ner_experiments import cli
 from vanilla_ner_experiments.conll import convert_corpora
 from vanilla_ner_experiments.machine import device_info, package_versions
-from vanilla_ner_experiments.reports import json_default, table
+from vanilla_ner_experiments.reports import table, write_results
 from vanilla_ner_experiments.systems import SystemSpec, device_overrides, parse_systems
 
 REPO = Path(__file__).resolve().parent.parent
@@ -790,13 +789,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for spec in specs:
         rows.append(measure_system(spec, args, paths))
         gc.collect()
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps({"meta": meta, "rows": rows}, indent=1, default=json_default)
-    args.output.write_text(text + "\n", encoding="utf8")
-    report = markdown(rows, meta)
-    args.output.with_suffix(".md").write_text(report, encoding="utf8")
-    print(report)
-    print(f"Wrote {args.output} and {args.output.with_suffix('.md')}", flush=True)
+    write_results(args.output, {"meta": meta, "rows": rows}, markdown(rows, meta))
     return 0
 
 

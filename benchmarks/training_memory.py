@@ -19,7 +19,6 @@ default), and the growth per 1,000 updates after it (least-squares slope). Write
 """
 
 import argparse
-import ctypes
 import gc
 import json
 import shlex
@@ -34,8 +33,13 @@ import throughput  # noqa: E402
 
 from vanilla_ner_experiments import cli  # noqa: E402
 from vanilla_ner_experiments.machine import device_info, package_versions  # noqa: E402
-from vanilla_ner_experiments.memory import peak_rss_mib, rss_mib, slope_per_1000  # noqa: E402
-from vanilla_ner_experiments.reports import table  # noqa: E402
+from vanilla_ner_experiments.memory import (  # noqa: E402
+    mallinfo,
+    peak_rss_mib,
+    rss_mib,
+    slope_per_1000,
+)
+from vanilla_ner_experiments.reports import table, write_results  # noqa: E402
 from vanilla_ner_experiments.systems import parse_systems  # noqa: E402
 
 REPO = throughput.REPO
@@ -102,34 +106,6 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return args
 
 
-class _MallInfo2(ctypes.Structure):
-    _fields_ = [
-        (name, ctypes.c_size_t)
-        for name in (
-            "arena",
-            "ordblks",
-            "smblks",
-            "hblks",
-            "hblkhd",
-            "usmblks",
-            "fsmblks",
-            "uordblks",
-            "fordblks",
-            "keepcost",
-        )
-    ]
-
-
-def _mallinfo2() -> Optional[Any]:
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        fn = libc.mallinfo2
-    except (OSError, AttributeError):  # not glibc, or glibc < 2.33
-        return None
-    fn.restype = _MallInfo2
-    return fn
-
-
 def sample(step: int, started: float, nlp: Any, mallinfo: Any) -> Dict[str, Any]:
     point = {
         "step": step,
@@ -159,10 +135,10 @@ def child(args: argparse.Namespace) -> Dict[str, Any]:
     nlp, T, overrides = throughput.init_pipeline(spec, args, paths)
     (dev_corpus,) = resolve_dot_names(nlp.config.interpolate(), [T["dev_corpus"]])
     dev = list(dev_corpus(nlp)) if args.eval_frequency else []
-    mallinfo = _mallinfo2()
+    malloc_state = mallinfo()
     loop = throughput.training_loop(nlp, T)
     started = time.perf_counter()
-    points = [sample(0, started, nlp, mallinfo)]
+    points = [sample(0, started, nlp, malloc_state)]
     words, evaluations = 0, []
     for step in range(1, args.steps + 1):
         batch, _info, _ = next(loop)
@@ -171,7 +147,7 @@ def child(args: argparse.Namespace) -> Dict[str, Any]:
             scores = nlp.evaluate(dev)
             evaluations.append({"step": step, "ents_f": scores.get("ents_f")})
         if step % args.every == 0:
-            points.append(sample(step, started, nlp, mallinfo))
+            points.append(sample(step, started, nlp, malloc_state))
             print(
                 f"[{spec.name}] step {step:,}: RSS {points[-1]['rss_mib']:,.0f} MiB",
                 file=sys.stderr,
@@ -295,12 +271,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             )
         },
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n", "utf8")
-    report = markdown(rows, meta)
-    args.output.with_suffix(".md").write_text(report, encoding="utf8")
-    print(report)
-    print(f"Wrote {args.output} and {args.output.with_suffix('.md')}", flush=True)
+    write_results(args.output, {"meta": meta, "rows": rows}, markdown(rows, meta))
     return 0
 
 

@@ -1,8 +1,9 @@
 """Memory of this process: current and peak resident set size, and growth rates."""
 
+import ctypes
 import resource
 import sys
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 
 def _status_kib(field: str) -> Optional[int]:
@@ -47,3 +48,33 @@ def slope_per_1000(points: List[Tuple[int, float]]) -> float:
     sxx = sum((x - mx) ** 2 for x, _ in points)
     sxy = sum((x - mx) * (y - my) for x, y in points)
     return 1000 * sxy / sxx
+
+
+class MallInfo2(ctypes.Structure):
+    """glibc's `struct mallinfo2` (glibc >= 2.33): the state of malloc's heap."""
+
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",  # bytes of the main heap (sbrk)
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",  # bytes in mmapped chunks
+            "usmblks",
+            "fsmblks",
+            "uordblks",  # bytes in use
+            "fordblks",  # bytes free in the heap
+            "keepcost",
+        )
+    ]
+
+
+def mallinfo() -> Optional[Callable[[], MallInfo2]]:
+    """glibc's `mallinfo2`, or None where the C library has none (not glibc, or < 2.33)."""
+    try:
+        fn = ctypes.CDLL(None).mallinfo2
+    except (OSError, AttributeError):
+        return None
+    fn.restype = MallInfo2
+    return fn

@@ -308,3 +308,14 @@ def write_report(
     md_path = json_path.with_suffix(".md")
     md_path.write_text(markdown(rows, meta, [p.name for p in plots]), encoding="utf8")
     return [json_path] * write_rows + [md_path, *plots]
+
+
+def write_results(output: Path, payload: Dict[str, Any], report: str) -> None:
+    """Write a benchmark's JSON (`output`) and its markdown report next to it (`.md`), print
+    the report and where both went."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(payload, indent=1, default=json_default)
+    output.write_text(text + "\n", encoding="utf8")
+    output.with_suffix(".md").write_text(report, encoding="utf8")
+    print(report)
+    print(f"Wrote {output} and {output.with_suffix('.md')}", flush=True)

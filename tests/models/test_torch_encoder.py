@@ -134,30 +134,11 @@ def test_heap_does_not_grow_with_varying_batch_shapes(build):
     """Batches of new shapes, as a stream of docs brings, must not leave freed
     memory stuck in glibc's heap, as when GELU or a convolution ran through oneDNN's
     per-shape primitive cache (see cpu_workarounds)."""
-    import ctypes
+    from vanilla_ner_experiments.memory import mallinfo
 
-    class MallInfo2(ctypes.Structure):
-        _fields_ = [
-            (name, ctypes.c_size_t)
-            for name in (
-                "arena",
-                "ordblks",
-                "smblks",
-                "hblks",
-                "hblkhd",
-                "usmblks",
-                "fsmblks",
-                "uordblks",
-                "fordblks",
-                "keepcost",
-            )
-        ]
-
-    try:
-        mallinfo2 = ctypes.CDLL(None).mallinfo2
-    except (OSError, AttributeError):
+    mallinfo2 = mallinfo()
+    if mallinfo2 is None:
         pytest.skip("needs glibc >= 2.33 (mallinfo2)")
-    mallinfo2.restype = MallInfo2
     model = build(width=32, depth=1, n_heads=2, ff_width=64, max_length=256)
     model.initialize()
     rng = numpy.random.default_rng(0)
