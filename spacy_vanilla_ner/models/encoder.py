@@ -2,9 +2,11 @@
 `encode` slot of spacy.Tok2Vec.v2) and TransformerTok2Vec.v1 (hashed features +
 encoder v1)."""
 
+import contextlib
 from dataclasses import MISSING, fields
 from functools import partial
-from typing import List, Optional, Sequence, Tuple, Union, cast
+from io import BytesIO
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union, cast
 
 import torch
 from spacy.ml.models.tok2vec import MultiHashEmbed, build_Tok2Vec_model
@@ -176,7 +178,10 @@ def _build_encoder(
         grad_scaler=grad_scaler,
     )
     torch_layer.shims[0] = InPlaceUpdateShim(
-        module, mixed_precision=mixed_precision, grad_scaler=grad_scaler
+        module,
+        mixed_precision=mixed_precision,
+        grad_scaler=grad_scaler,
+        serialize_model=serialize_state,
     )
     return Model(
         "transformer_encoder",
@@ -185,6 +190,16 @@ def _build_encoder(
         layers=[torch_layer],
         dims={"nI": config.width, "nO": config.width},
     )
+
+
+def serialize_state(module: torch.nn.Module) -> bytes:
+    """`torch.save` of the module's state dict, each tensor in a storage of its own: the same
+    bytes whether or not the parameters are views of the fused step's flat buffer (which
+    `torch.save` would otherwise write as one shared storage)."""
+    state = {name: tensor.detach().clone() for name, tensor in module.state_dict().items()}
+    filelike = BytesIO()
+    torch.save(state, filelike)
+    return filelike.getvalue()
 
 
 class InPlaceUpdateShim(PyTorchShim):
@@ -245,6 +260,45 @@ class InPlaceUpdateShim(PyTorchShim):
                     flat.copy_(updated)
         flat_grad.zero_()
         self._grad_scaler.update()
+
+    @contextlib.contextmanager
+    def use_params(self, params: Dict[Any, Any]) -> Iterator[None]:
+        """Swap in the optimizer's averaged weights, as `nlp.use_params(optimizer.averages)`
+        does for spaCy's evaluation and checkpoints. thinc's `PyTorchShim.use_params` looks
+        for keys that its own `finish_update` never writes, so with thinc's shim the
+        averages never reached a torch encoder. Takes the fused step's key (one flat array)
+        and the per-tensor keys."""
+        module_params = list(self._model.named_parameters())
+        flat = params.get((self.id, "flat"))
+        values: Dict[str, Any] = {}
+        if flat is not None and getattr(flat, "size", 0) == sum(
+            p.numel() for _, p in module_params
+        ):
+            flat_t = xp2torch(flat, device=module_params[0][1].device)
+            offset = 0
+            for name, param in module_params:
+                values[name] = flat_t[offset : offset + param.numel()].view_as(param)
+                offset += param.numel()
+        else:
+            for name, param in module_params:
+                if (self.id, name) in params:
+                    values[name] = xp2torch(params[(self.id, name)], device=param.device)
+        if not values:
+            with super().use_params(params):  # thinc's own key form
+                yield
+            return
+        backup = {name: param.detach().clone() for name, param in module_params if name in values}
+        with torch.no_grad():
+            for name, param in module_params:
+                if name in values:
+                    param.copy_(values[name])
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for name, param in module_params:
+                    if name in backup:
+                        param.copy_(backup[name])
 
     def _finish_per_tensor(self, optimizer: Optimizer) -> None:
         for name, param in self._model.named_parameters():

@@ -135,3 +135,36 @@ def test_an_optimizer_that_returns_new_arrays_is_copied_in():
             param.detach().numpy(), (before[name] - 0.1 * grads[name]).numpy(), rtol=1e-6
         )
         assert not param.grad.any()
+
+
+def test_the_optimizers_averages_reach_the_encoder():
+    """spaCy evaluates and saves under `nlp.use_params(optimizer.averages)`: the encoder's
+    weights must be the averages there and its own weights again after."""
+    nlp, shim, _, examples = train_default(3, thinc_shim=False)
+    optimizer = Adam(learn_rate=0.001, use_averages=True)  # the recipe's setting
+    for _ in range(3):
+        nlp.update(examples, sgd=optimizer)
+    params = list(shim._model.parameters())
+    current = [p.detach().clone() for p in params]
+    average = torch.from_numpy(optimizer.averages[(shim.id, "flat")].copy())
+    texts = [eg.reference.text for eg in examples]
+    scores = nlp.get_pipe("vanilla_ner").model.predict([nlp.make_doc(t) for t in texts])
+    with nlp.use_params(optimizer.averages):
+        inside = torch.cat([p.detach().reshape(-1) for p in params])
+        averaged = nlp.get_pipe("vanilla_ner").model.predict([nlp.make_doc(t) for t in texts])
+    assert torch.equal(inside, average) and not torch.equal(inside, torch.cat(
+        [c.reshape(-1) for c in current]))  # fmt: skip
+    assert all(torch.equal(p, c) for p, c in zip(params, current))
+    assert any(not numpy.array_equal(a, b) for a, b in zip(scores, averaged))
+
+
+def test_thincs_shim_never_applied_the_averages():
+    """Why the encoder's shim has its own `use_params`: thinc's looks for keys that its
+    `finish_update` does not write, so the encoder kept its current weights."""
+    nlp, shim, _, examples = train_default(3, thinc_shim=True)
+    optimizer = Adam(learn_rate=0.001, use_averages=True)
+    nlp.update(examples, sgd=optimizer)
+    before = [p.detach().clone() for p in shim._model.parameters()]
+    assert any(key[0] == shim.id for key in optimizer.averages)
+    with nlp.use_params(optimizer.averages):
+        assert all(torch.equal(p, b) for p, b in zip(shim._model.parameters(), before))
