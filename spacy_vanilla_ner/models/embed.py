@@ -1,5 +1,5 @@
-"""`spacy-vanilla-ner.NormDropout.v1`: a wrapper for the `embed` slot of `spacy.Tok2Vec.v2`
-that, in training only, makes a share of the words look unseen.
+"""`spacy-vanilla-ner.NormDropout.v1` and `.v2`: wrappers for the `embed` slot of
+`spacy.Tok2Vec.v2` that, in training only, make a share of the words look unseen.
 
 With probability `rate` per token and per update, the token's NORM is replaced by a random
 64-bit id before the wrapped embedding layer reads its features, so every hashed table keyed on

@@ -29,6 +29,16 @@ def encoder_shim(ner):
     return shims[0]
 
 
+def initialized_default():
+    """The default pipeline, initialized on 5 fixture sentences; its encoder's shim."""
+    fix_random_seed(0)
+    nlp = spacy.blank("en")
+    ner = nlp.add_pipe("vanilla_ner")
+    examples = fixture_examples(nlp, limit=5)
+    nlp.initialize(lambda: examples)
+    return nlp, ner, examples, encoder_shim(ner)
+
+
 def train_default(n_updates: int, thinc_shim: bool):
     fix_random_seed(0)
     nlp = spacy.blank("en")
@@ -66,12 +76,7 @@ def test_training_equals_thincs_shim_without_the_chain():
 @pytest.mark.parametrize("decay", [True, False])
 def test_one_step_equals_the_per_tensor_step_with_clipping_and_l2(decay):
     """Gradients large enough that some tensors are clipped and others not."""
-    fix_random_seed(0)
-    nlp = spacy.blank("en")
-    ner = nlp.add_pipe("vanilla_ner")
-    examples = fixture_examples(nlp, limit=5)
-    nlp.initialize(lambda: examples)
-    shim = encoder_shim(ner)
+    nlp, ner, examples, shim = initialized_default()
     twin = copy.deepcopy(shim)
     twin.__class__ = PyTorchShim
     torch.manual_seed(0)
@@ -115,12 +120,7 @@ def test_buffers_are_remade_after_a_copy_and_not_pickled():
 
 
 def test_an_optimizer_that_returns_new_arrays_is_copied_in():
-    fix_random_seed(0)
-    nlp = spacy.blank("en")
-    ner = nlp.add_pipe("vanilla_ner")
-    examples = fixture_examples(nlp, limit=5)
-    nlp.initialize(lambda: examples)
-    shim = encoder_shim(ner)
+    nlp, ner, examples, shim = initialized_default()
     before = {k: v.clone() for k, v in shim._model.state_dict().items()}
 
     def sgd(key, param, grad):  # not in place
