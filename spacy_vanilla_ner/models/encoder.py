@@ -233,7 +233,13 @@ class InPlaceUpdateShim(PyTorchShim):
 
     def finish_update(self, optimizer: Optimizer) -> None:
         params = list(self._model.parameters())
-        if not params or any(p.grad is None for p in params):
+        if (
+            not params
+            or not isinstance(optimizer, Optimizer)
+            or any(p.grad is None for p in params)
+        ):
+            # Fusing relies on thinc's optimizer (its clipping and L2 settings, elementwise
+            # updates); any other callable gets thinc's per-tensor calls.
             return self._finish_per_tensor(optimizer)
         flat, flat_grad = self._flat_buffers(params)
         if not self._grad_scaler.found_inf:  # skip the step if a gradient overflowed

@@ -119,14 +119,23 @@ def test_buffers_are_remade_after_a_copy_and_not_pickled():
     assert copy_shim._flat[0].data_ptr() != shim._flat[0].data_ptr()
 
 
+def test_the_flat_buffers_are_made_once():
+    nlp, shim, _, examples = train_default(2, thinc_shim=False)
+    flat, flat_grad = shim._flat
+    optimizer = Adam(learn_rate=0.001)
+    for _ in range(3):
+        nlp.update(examples, sgd=optimizer)
+    assert shim._flat[0] is flat and shim._flat[1] is flat_grad
+
+
 def test_an_optimizer_that_returns_new_arrays_is_copied_in():
+    """A callable that is not thinc's `Optimizer` gets per-tensor calls."""
     nlp, ner, examples, shim = initialized_default()
     before = {k: v.clone() for k, v in shim._model.state_dict().items()}
 
     def sgd(key, param, grad):  # not in place
         return param - 0.1 * grad, grad
 
-    sgd.L2, sgd.L2_is_weight_decay, sgd.grad_clip = 0.0, True, 0.0
     ner.update(examples, sgd=None)
     grads = {n: p.grad.clone() for n, p in shim._model.named_parameters()}
     shim.finish_update(sgd)
