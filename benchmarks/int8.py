@@ -31,7 +31,6 @@ from vanilla_ner_experiments.machine import device_info, package_versions
 from vanilla_ner_experiments.reports import mean_std, table, write_results
 
 REPO = Path(__file__).resolve().parent.parent
-INT8 = {"nlp": {"after_pipeline_creation": {"@callbacks": "spacy-vanilla-ner.Int8Inference.v1"}}}
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -95,12 +94,14 @@ def has_vanilla_encoder(nlp: Any) -> bool:
 def load_variants(found: List[Tuple[str, Path]], dev: Path) -> List[Dict[str, Any]]:
     import spacy
 
+    from spacy_vanilla_ner.models.quantization import INT8_LOAD_CONFIG
+
     variants = []
     for system, path in found:
         plain = spacy.load(path)
         dtypes = ["float32", "int8"] if has_vanilla_encoder(plain) else ["float32"]
         for dtype in dtypes:
-            nlp = plain if dtype == "float32" else spacy.load(path, config=INT8)
+            nlp = plain if dtype == "float32" else spacy.load(path, config=INT8_LOAD_CONFIG)
             gold = read_docs(dev, nlp.vocab)
             keep = gold_preproc(nlp)
             variants.append(

@@ -25,6 +25,10 @@ from spacy.util import registry
 from torch import nn
 
 INFERENCE_DTYPES = ("float32", "int8")
+# `spacy.load(path, config=INT8_LOAD_CONFIG)`: a pipeline whose encoders predict in int8.
+INT8_LOAD_CONFIG = {
+    "nlp": {"after_pipeline_creation": {"@callbacks": "spacy-vanilla-ner.Int8Inference.v1"}}
+}
 
 
 def check_inference_dtype(dtype: str) -> str:

@@ -12,10 +12,9 @@ import spacy
 import torch
 
 from spacy_vanilla_ner import set_inference_dtype
+from spacy_vanilla_ner.models.quantization import INT8_LOAD_CONFIG
 from spacy_vanilla_ner.models.windowing import WindowedEncoder
 from tests.helpers import ents_of, fixture_examples
-
-INT8 = {"nlp": {"after_pipeline_creation": {"@callbacks": "spacy-vanilla-ner.Int8Inference.v1"}}}
 
 
 def encoders(nlp):
@@ -44,7 +43,7 @@ def loaded(default_path):
 
 
 def test_load_time_config_sets_every_encoder(default_path):
-    nlp = spacy.load(default_path, config=INT8)
+    nlp = spacy.load(default_path, config=INT8_LOAD_CONFIG)
     assert [e.inference_dtype for e in encoders(nlp)] == ["int8"]
     assert [e.inference_dtype for e in encoders(spacy.load(default_path))] == ["float32"]
 
@@ -78,7 +77,7 @@ def test_int8_follows_updates_and_loaded_weights(loaded, default_nlp, dev_texts)
 
 
 def test_training_and_the_saved_pipeline_are_unchanged(default_path, tmp_path):
-    plain, int8 = spacy.load(default_path), spacy.load(default_path, config=INT8)
+    plain, int8 = spacy.load(default_path), spacy.load(default_path, config=INT8_LOAD_CONFIG)
     assert int8.get_pipe("vanilla_ner").to_bytes() == plain.get_pipe("vanilla_ner").to_bytes()
     for nlp in (plain, int8):
         examples = fixture_examples(nlp, limit=20)
@@ -90,7 +89,7 @@ def test_training_and_the_saved_pipeline_are_unchanged(default_path, tmp_path):
 
 
 def test_pickle_keeps_int8(default_path, dev_texts):
-    nlp = spacy.load(default_path, config=INT8)
+    nlp = spacy.load(default_path, config=INT8_LOAD_CONFIG)
     expected = ents_of(list(nlp.pipe(dev_texts)))
     copy = pickle.loads(pickle.dumps(nlp))
     assert [e.inference_dtype for e in encoders(copy)] == ["int8"]
@@ -98,7 +97,7 @@ def test_pickle_keeps_int8(default_path, dev_texts):
 
 
 def test_four_threads_tag_as_serial_use(default_path, dev_texts):
-    nlp = spacy.load(default_path, config=INT8)
+    nlp = spacy.load(default_path, config=INT8_LOAD_CONFIG)
     batches = [dev_texts[i : i + 5] for i in range(0, len(dev_texts), 5)] * 2
     serial = [scores(nlp, b) for b in batches]
     with ThreadPoolExecutor(max_workers=4) as pool:

@@ -44,8 +44,8 @@ def main():
     method, path, texts_path, dtype = sys.argv[1:5]
     multiprocessing.set_start_method(method, force=True)
     import spacy
-    config = {"nlp": {"after_pipeline_creation": {
-        "@callbacks": "spacy-vanilla-ner.Int8Inference.v1"}}} if dtype == "int8" else {}
+    from spacy_vanilla_ner.models.quantization import INT8_LOAD_CONFIG
+    config = INT8_LOAD_CONFIG if dtype == "int8" else {}
     nlp = spacy.load(path, config=config)
     texts = json.load(open(texts_path, encoding="utf8"))
     # Serial first, so torch's thread pools exist before a fork (spaCy #6662).
