@@ -142,5 +142,6 @@ def test_no_closure_in_any_registered_model(name):
         tok2vec = pipe.model.get_ref("tok2vec")
         params = inspect.signature(builder).parameters
         inner = tok2vec.get_ref("embed") if "embed" in params else tok2vec
-        model = builder(inner, rate=0.1) if "embed" in params else builder(inner)
+        extra = {"rate": 0.1, "width": 16}
+        model = builder(inner, **{k: v for k, v in extra.items() if k in params})
     assert _closures(model) == []
