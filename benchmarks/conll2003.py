@@ -16,7 +16,8 @@ The script
    counts training seconds only, the learning rate runs over the budget), evaluating on dev and
    keeping the best checkpoint (`<work-dir>/<system>/seed<N>/model-best`);
 3. reloads the best checkpoint and times `nlp.pipe` over the dev docs, on the GPU (with
-   `--gpu-id`) and on the CPU, with the same batch size;
+   `--gpu-id`) and on the CPU, with the same batch size: after a warm-up batch, three timed
+   passes, of which the median gives the words/s;
 4. with `--test`, scores the best checkpoint once on the test file.
 
 A pretrained system (spacy-transformers, e.g. `minilm_ner`) is a reference: it trains for

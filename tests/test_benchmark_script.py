@@ -106,6 +106,11 @@ def test_rows_schema(run):
         assert row["dev_ents_f"] == pytest.approx(best)
         # The reloaded best checkpoint scores the same in the timed nlp.pipe run.
         assert row["cpu_infer"]["ents_f"] == pytest.approx(row["dev_ents_f"])
+        # Words/s from the median of three timed passes.
+        timing = row["cpu_infer"]
+        assert len(timing["pass_seconds"]) == 3
+        assert timing["seconds"] == sorted(timing["pass_seconds"])[1]
+        assert timing["wps"] == pytest.approx(timing["words"] / timing["seconds"])
         assert row["data"]["train"]["words"] == row["data"]["dev"]["words"] > 0
         assert row["overrides"]["components.tok2vec.model.encode.depth"] == 1
         assert row["overrides"]["training.seed"] == row["seed"]
