@@ -3,7 +3,6 @@
 # Importing these registers the architectures and the `vanilla_ner` factory; they are
 # also registered through entry points, so configs and `spacy.load` need no import.
 from .about import __version__
-from .models.chars import build_char_cnn_embed_v1
 from .models.embed import build_norm_dropout_v1, build_norm_dropout_v2
 from .models.encoder import (
     build_transformer_encoder_v1,
@@ -22,7 +21,6 @@ __all__ = [
     "build_ner_tagger_v1",
     "build_norm_dropout_v1",
     "build_norm_dropout_v2",
-    "build_char_cnn_embed_v1",
     "make_int8_inference",
     "set_inference_dtype",
     "VanillaNER",

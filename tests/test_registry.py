@@ -13,7 +13,6 @@ NAMES = [
     "spacy-vanilla-ner.NERTagger.v1",
     "spacy-vanilla-ner.NormDropout.v1",
     "spacy-vanilla-ner.NormDropout.v2",
-    "spacy-vanilla-ner.CharCNNEmbed.v1",
 ]
 CALLBACK = "spacy-vanilla-ner.Int8Inference.v1"
 
