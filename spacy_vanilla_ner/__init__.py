@@ -3,7 +3,13 @@
 # Importing these registers the architectures and the `vanilla_ner` factory; they are
 # also registered through entry points, so configs and `spacy.load` need no import.
 from .about import __version__
-from .models.embed import build_norm_dropout_v1, build_norm_dropout_v2
+from .models.embed import (
+    build_norm_dropout_v1,
+    build_norm_dropout_v2,
+    build_norm_dropout_v3,
+    count_singletons,
+    make_count_singletons,
+)
 from .models.encoder import (
     build_transformer_encoder_v1,
     build_transformer_encoder_v2,
@@ -21,6 +27,9 @@ __all__ = [
     "build_ner_tagger_v1",
     "build_norm_dropout_v1",
     "build_norm_dropout_v2",
+    "build_norm_dropout_v3",
+    "count_singletons",
+    "make_count_singletons",
     "make_int8_inference",
     "set_inference_dtype",
     "VanillaNER",

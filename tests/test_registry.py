@@ -13,8 +13,9 @@ NAMES = [
     "spacy-vanilla-ner.NERTagger.v1",
     "spacy-vanilla-ner.NormDropout.v1",
     "spacy-vanilla-ner.NormDropout.v2",
+    "spacy-vanilla-ner.NormDropout.v3",
 ]
-CALLBACK = "spacy-vanilla-ner.Int8Inference.v1"
+CALLBACKS = ["spacy-vanilla-ner.Int8Inference.v1", "spacy-vanilla-ner.CountSingletons.v1"]
 
 
 def run_fresh(code: str) -> str:
@@ -33,7 +34,8 @@ def test_entry_points_resolve_without_import():
         assert "spacy_vanilla_ner" not in sys.modules
         for name in {NAMES!r}:
             assert callable(spacy.registry.architectures.get(name)), name
-        assert callable(spacy.registry.callbacks.get({CALLBACK!r}))
+        for name in {CALLBACKS!r}:
+            assert callable(spacy.registry.callbacks.get(name)), name
         nlp = spacy.blank("en")
         ner = nlp.add_pipe("vanilla_ner")
         print(type(ner).__name__)

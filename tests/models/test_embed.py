@@ -1,6 +1,7 @@
-"""`spacy-vanilla-ner.NormDropout.v1` and `.v2`: which features change in training, that
+"""`spacy-vanilla-ner.NormDropout.v1`, `.v2` and `.v3`: which features change in training, that
 inference and the caller's docs are untouched, seeding, bad rates and settings, where v2 puts
-itself, and a pipeline that trains, saves and loads with either in the `embed` slot."""
+itself, v3's singletons (counted by the CountSingletons.v1 callback, saved with the model), and
+a pipeline that trains, saves and loads with each in the `embed` slot."""
 
 from typing import List, Optional
 
@@ -11,20 +12,23 @@ from spacy.attrs import NORM, PREFIX, SHAPE, SUFFIX
 from spacy.ml.featureextractor import FeatureExtractor
 from spacy.tokens import Doc
 from spacy.util import fix_random_seed, registry
-from thinc.api import Model
+from thinc.api import Adam, Model
 
 from spacy_vanilla_ner.models.embed import (
     build_norm_dropout_v1,
     build_norm_dropout_v2,
+    build_norm_dropout_v3,
+    count_singletons,
     feature_dropout,
 )
-from tests.helpers import fixture_examples, tagger_model_with_encoder
+from tests.helpers import REPO, fixture_examples, tagger_model_with_encoder
 
 FEATURES = [NORM, PREFIX, SUFFIX, SHAPE]
 ROWS = (500, 100, 100, 100)
 # spacy.MultiHashEmbed.v2, 16 wide.
 EMBED = tagger_model_with_encoder(None, 16, rows=ROWS)["tok2vec"]["embed"]
-BUILDERS = {"v1": build_norm_dropout_v1, "v2": build_norm_dropout_v2}
+# v3 without a singleton_rate is v2: every test of both runs on it too.
+BUILDERS = {"v1": build_norm_dropout_v1, "v2": build_norm_dropout_v2, "v3": build_norm_dropout_v3}
 
 
 @pytest.fixture(scope="module")
@@ -116,10 +120,16 @@ def test_bad_rates_are_named(rate, version):
         BUILDERS[version](embed, rate)
 
 
-def trained_pipeline(rate: Optional[float], n_updates: int, drop: float = 0.1, version: str = "v1"):
+def trained_pipeline(
+    rate: Optional[float],
+    n_updates: int,
+    drop: float = 0.1,
+    version: str = "v1",
+    **settings,
+):
     """A small seeded `vanilla_ner` (hashed features, under NormDropout `version` at `rate`
-    unless None; encoder v2) after `n_updates` updates on 20 fixture sentences; and those
-    examples."""
+    unless None, with `settings`; encoder v2) after `n_updates` updates on 20 fixture
+    sentences; and those examples."""
     fix_random_seed(0)
     encode = {"@architectures": "spacy-vanilla-ner.TransformerEncoder.v2", "width": 16}
     model = tagger_model_with_encoder({**encode, "depth": 1, "n_heads": 2}, 16, rows=ROWS)
@@ -129,6 +139,7 @@ def trained_pipeline(rate: Optional[float], n_updates: int, drop: float = 0.1, v
             "@architectures": f"spacy-vanilla-ner.NormDropout.{version}",
             "rate": rate,
             "embed": embed,
+            **settings,
         }
     nlp = spacy.blank("en")
     nlp.add_pipe("vanilla_ner", config={"model": model})
@@ -137,7 +148,7 @@ def trained_pipeline(rate: Optional[float], n_updates: int, drop: float = 0.1, v
     losses = {}
     for _ in range(n_updates):
         nlp.update(examples, sgd=optimizer, losses=losses, drop=drop)
-    assert numpy.isfinite(losses["vanilla_ner"])
+    assert n_updates == 0 or numpy.isfinite(losses["vanilla_ner"])
     return nlp, examples
 
 
@@ -260,3 +271,121 @@ def test_v2_names_an_embed_layer_it_cannot_wrap():
         build_norm_dropout_v2(embed, 0.1, ["LEMMA"])
     with pytest.raises(ValueError, match="attrs must name token attributes"):
         build_norm_dropout_v2(embed, 0.1, ["NORMS"])
+
+
+# --- v3: singletons ---------------------------------------------------------------------------
+
+
+def norm_layers(nlp):
+    return [n for n in nlp.get_pipe("vanilla_ner").model.walk() if n.name == "norm_dropout"]
+
+
+def test_v3_gives_singletons_their_own_rate(docs):
+    features = extracted(docs[:1])
+    norms = features[0][:, 0]
+    model = feature_dropout(0.0, [0, 3], [NORM, SHAPE], singleton_rate=0.5)
+    chosen = norms[[0, 2, 5]]  # "Ann", "met", "Anglo"
+    model.attrs["norm_dropout_singletons"] = [numpy.sort(chosen), numpy.zeros((0,), "uint64")]
+    fix_random_seed(0)
+    changed = numpy.mean(
+        [(model(features, is_train=True)[0][0] != features[0]) for _ in range(400)], axis=0
+    )
+    is_singleton = numpy.isin(norms, chosen)
+    assert numpy.allclose(changed[is_singleton, 0], 0.5, atol=0.1)
+    assert not changed[~is_singleton, 0].any()  # rate 0 for the others
+    assert not changed[:, [1, 2, 3]].any()  # SHAPE has no singletons; 1 and 2 not named
+    # With a rate for the others, they are drawn at that rate.
+    model.attrs["norm_dropout_rate"] = 0.1
+    changed = numpy.mean(
+        [(model(features, is_train=True)[0][0] != features[0]) for _ in range(400)], axis=0
+    )
+    assert numpy.allclose(changed[~is_singleton, 0].mean(), 0.1, atol=0.04)
+    assert numpy.allclose(changed[:, 3].mean(), 0.1, atol=0.04)
+
+
+def test_v3_without_counts_warns_and_uses_the_rate(docs):
+    features = extracted(docs[:1])
+    model = feature_dropout(0.5, [0], [NORM], singleton_rate=0.9)
+    fix_random_seed(0)
+    with pytest.warns(UserWarning, match="no singleton counts.*CountSingletons.v1"):
+        out = model(features, is_train=True)[0][0]
+    fix_random_seed(0)
+    want = feature_dropout(0.5, [0])(features, is_train=True)[0][0]
+    numpy.testing.assert_array_equal(out, want)
+
+
+def test_v3_rejects_a_bad_singleton_rate():
+    embed = registry.resolve({"e": EMBED})["e"]
+    with pytest.raises(ValueError, match=r"NormDropout.v3: singleton_rate must be in \[0, 1\)"):
+        build_norm_dropout_v3(embed, 0.1, singleton_rate=1.0)
+
+
+def test_count_singletons_counts_the_corpus_per_attribute():
+    nlp, examples = trained_pipeline(
+        0.0, n_updates=0, version="v3", attrs=["NORM", "SHAPE"], singleton_rate=0.5
+    )
+    docs = [eg.predicted for eg in examples]
+    counts = count_singletons(nlp, docs)
+    values = numpy.concatenate([d.to_array([NORM, SHAPE]) for d in docs])
+    want = {}
+    for j, name in enumerate(["NORM", "SHAPE"]):
+        unique, n = numpy.unique(values[:, j], return_counts=True)
+        want[name] = unique[n == 1]
+    assert counts == {name: len(v) for name, v in want.items()} and counts["NORM"] > 50
+    (layer,) = norm_layers(nlp)
+    assert layer.attrs["norm_dropout_columns"] == [0, 3]
+    for got, name in zip(layer.attrs["norm_dropout_singletons"], ["NORM", "SHAPE"]):
+        numpy.testing.assert_array_equal(got, want[name])
+
+
+def test_count_singletons_names_a_pipeline_without_v3_singletons():
+    nlp, examples = trained_pipeline(0.1, n_updates=0, version="v3")  # no singleton_rate
+    with pytest.raises(ValueError, match="no spacy-vanilla-ner.NormDropout.v3 layer with"):
+        count_singletons(nlp, [eg.predicted for eg in examples])
+    nlp, _ = trained_pipeline(0.1, n_updates=0, version="v3", singleton_rate=0.5)
+    with pytest.raises(ValueError, match="training corpus has no tokens"):
+        count_singletons(nlp, [nlp.make_doc("")])
+
+
+def test_callback_counts_the_training_corpus_and_the_counts_are_saved(tmp_path, wikigold_100):
+    """`spacy train`'s initialization with the callback in [initialize.before_init], the shipped
+    config switched to v3: the layer has the training corpus's singletons, they survive
+    to_disk/load, and training uses them without a warning."""
+    import warnings
+
+    from spacy.tokens import DocBin
+    from spacy.training.initialize import init_nlp
+    from spacy.util import load_config
+
+    from spacy_vanilla_ner.convert import convert
+
+    convert(wikigold_100, tmp_path / "train.spacy")
+    config = load_config(
+        REPO / "configs" / "transformer_vner.cfg",
+        overrides={
+            "paths.train": str(tmp_path / "train.spacy"),
+            "paths.dev": str(tmp_path / "train.spacy"),
+            "components.tok2vec.model.embed.@architectures": "spacy-vanilla-ner.NormDropout.v3",
+            "components.tok2vec.model.embed.singleton_rate": 0.5,
+            "initialize.before_init": {"@callbacks": "spacy-vanilla-ner.CountSingletons.v1"},
+        },
+        interpolate=False,
+    )
+    nlp = init_nlp(config)
+    (layer,) = [n for n in nlp.get_pipe("tok2vec").model.walk() if n.name == "norm_dropout"]
+    (singletons,) = layer.attrs["norm_dropout_singletons"]
+    # As the model sees the corpus: the gold docs' text through the pipeline's tokenizer.
+    gold = DocBin().from_disk(tmp_path / "train.spacy").get_docs(nlp.vocab)
+    norms = numpy.concatenate([nlp.make_doc(d.text).to_array([NORM]) for d in gold])
+    unique, n = numpy.unique(norms, return_counts=True)
+    numpy.testing.assert_array_equal(singletons, unique[n == 1])
+    nlp.to_disk(tmp_path / "model")
+    loaded = spacy.load(tmp_path / "model")
+    (loaded_layer,) = [
+        n for n in loaded.get_pipe("tok2vec").model.walk() if n.name == "norm_dropout"
+    ]
+    numpy.testing.assert_array_equal(loaded_layer.attrs["norm_dropout_singletons"][0], singletons)
+    examples = fixture_examples(loaded, limit=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loaded.update(examples, sgd=Adam(0.001))
