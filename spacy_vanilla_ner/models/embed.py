@@ -28,7 +28,7 @@ import numpy
 from spacy.attrs import IDS, NORM, intify_attr
 from spacy.language import Language
 from spacy.tokens import Doc
-from spacy.util import registry, resolve_dot_names
+from spacy.util import logger, registry, resolve_dot_names
 from thinc.api import Model, chain
 from thinc.types import Floats2d, Ints2d
 
@@ -302,7 +302,13 @@ def _count_training_singletons(nlp: Language) -> Language:
     config = nlp.config.interpolate()
     dot_name = config["training"]["train_corpus"]
     (corpus,) = resolve_dot_names(config, [dot_name])
-    count_singletons(nlp, (eg.predicted for eg in corpus(nlp)))
+    counts = count_singletons(nlp, (eg.predicted for eg in corpus(nlp)))
+    # spaCy's logger: `spacy train` shows it beside "Initialized pipeline components".
+    logger.info(
+        "NormDropout.v3 singletons in %s: %s",
+        dot_name,
+        ", ".join(f"{name} {n:,}" for name, n in counts.items()),
+    )
     return nlp
 
 
