@@ -187,11 +187,12 @@ def feature_dropout(
     if singleton_rate is not None:
         if column_attrs is None or len(column_attrs) != len(columns):
             raise ValueError("feature_dropout: singleton_rate needs the attribute of each column")
-        # The singletons of each column, as a sorted uint64 array (set by count_singletons).
+        # "norm_dropout_singletons", the singletons of each column as sorted uint64 arrays, is
+        # set by count_singletons. Absent until then, not None: loading weights saved before
+        # the counts (e.g. `spacy pretrain`'s, through init_tok2vec) then leaves them alone.
         attrs.update(
             norm_dropout_singleton_rate=singleton_rate,
             norm_dropout_attrs=[int(a) for a in column_attrs],
-            norm_dropout_singletons=None,
         )
     return Model("norm_dropout", _forward_features, attrs=attrs)
 
@@ -252,7 +253,7 @@ def singleton_layers(nlp: Language) -> List[Model]:
         if not isinstance(model, Model):
             continue
         for node in model.walk():
-            if node.name == "norm_dropout" and "norm_dropout_singletons" in node.attrs:
+            if node.name == "norm_dropout" and "norm_dropout_singleton_rate" in node.attrs:
                 if all(node is not seen for seen in found):
                     found.append(node)
     return found

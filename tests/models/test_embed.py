@@ -314,6 +314,19 @@ def test_v3_without_counts_warns_and_uses_the_rate(docs):
     numpy.testing.assert_array_equal(out, want)
 
 
+def test_v3_counts_survive_loading_weights_saved_before_counting(docs):
+    """init_tok2vec loads `spacy pretrain` weights (saved before any count) with from_bytes
+    after [initialize.before_init] has counted: the counts must stay."""
+    uncounted = feature_dropout(0.1, [0], [NORM], singleton_rate=0.5)
+    counted = feature_dropout(0.1, [0], [NORM], singleton_rate=0.5)
+    counted.attrs["norm_dropout_singletons"] = [numpy.array([3, 7], dtype="uint64")]
+    counted.from_bytes(uncounted.to_bytes())
+    numpy.testing.assert_array_equal(counted.attrs["norm_dropout_singletons"][0], [3, 7])
+    # And counted weights carry their counts.
+    uncounted.from_bytes(counted.to_bytes())
+    numpy.testing.assert_array_equal(uncounted.attrs["norm_dropout_singletons"][0], [3, 7])
+
+
 def test_v3_rejects_a_bad_singleton_rate():
     embed = registry.resolve({"e": EMBED})["e"]
     with pytest.raises(ValueError, match=r"NormDropout.v3: singleton_rate must be in \[0, 1\)"):
