@@ -304,7 +304,7 @@ def _count_training_singletons(nlp: Language) -> Language:
     dot_name = config["training"]["train_corpus"]
     (corpus,) = resolve_dot_names(config, [dot_name])
     counts = count_singletons(nlp, (eg.predicted for eg in corpus(nlp)))
-    # spaCy's logger: `spacy train` shows it beside "Initialized pipeline components".
+    # spaCy's logger: `spacy train --verbose` shows it among its initialization messages.
     logger.info(
         "NormDropout.v3 singletons in %s: %s",
         dot_name,
