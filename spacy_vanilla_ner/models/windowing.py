@@ -6,6 +6,9 @@ takes its output from the window in which it sits furthest from an edge that
 cuts the doc, so tokens near a window edge still see context on both sides.
 Windows are run in chunks of at most `max_batch_tokens` padded tokens, so
 memory is bounded by the window size, not by the length of the longest doc.
+Within a chunk the encoder runs on the real tokens only (packed); the chunks
+group windows of similar length, which keeps the padding that attention needs
+small.
 """
 
 import os
@@ -19,7 +22,7 @@ from thinc.api import ArgsKwargs, Model, torch2xp, xp2torch
 from thinc.types import Floats2d
 
 from .quantization import Int8Copy
-from .torch_encoder import TransformerEncoderModule
+from .torch_encoder import PackedLayout, TransformerEncoderModule, packed_layout_arrays
 
 _fork_hook_registered = False
 
@@ -76,6 +79,11 @@ class WindowConfig:
             )
 
 
+# How `build_window_batch` groups windows into chunks (see there).
+CHUNK_SPREAD = 2
+SHORT_WINDOW = 8
+
+
 def plan_windows(length: int, max_length: int, overlap: int) -> List[Tuple[int, int, int, int]]:
     """Cover tokens [0, length) with windows of at most `max_length` tokens.
 
@@ -98,18 +106,29 @@ def plan_windows(length: int, max_length: int, overlap: int) -> List[Tuple[int, 
 
 
 @dataclass
-class WindowBatch:
-    """Index tensors that turn the flat (N, C) token matrix into padded windows
-    and back. Built in numpy, moved to the input's device once."""
+class WindowChunk:
+    """Windows run through the module at once: their tokens, packed, and where they sit."""
 
-    chunks: List[Tuple[torch.Tensor, torch.Tensor]]  # (gather index (B, T), mask (B, T)) per chunk
+    tokens: torch.Tensor  # (M,) row in the flat (N, C) input of each packed token
+    layout: PackedLayout  # the (B, T) grid of the windows
+
+    @property
+    def shape(self) -> Tuple[int, int]:
+        return self.layout.shape
+
+
+@dataclass
+class WindowBatch:
+    """Index tensors that cut the flat (N, C) token matrix into chunks of windows and put
+    the outputs back. Built in numpy, moved to the input's device once."""
+
+    chunks: List[WindowChunk]
     output_index: torch.Tensor  # (N,) row of each token in the concatenated chunk outputs
 
 
 def build_window_batch(
     lengths: List[int], max_length: int, overlap: int, max_batch_tokens: int, device: torch.device
 ) -> WindowBatch:
-    n_tokens = sum(lengths)
     # Per window: (doc offset + start, size, doc offset + own_start, own size,
     # own offset in the window).
     windows = []
@@ -128,27 +147,39 @@ def build_window_batch(
         offset += length
     # Sort by size so that chunks hold windows of similar length (little padding).
     windows.sort(key=lambda w: w[1])
-    output_index = numpy.zeros((n_tokens,), dtype="int64")
+    output_index = numpy.zeros((offset,), dtype="int64")
     chunks = []
-    row = 0  # row in the concatenated (sum of B*T over chunks, C) outputs
+    row = 0  # row in the concatenated packed outputs of the chunks
     i = 0
     while i < len(windows):
-        # Windows are sorted by size, so windows[j] sets T once it is added.
+        # Windows are sorted by size, so windows[j] sets T once it is added. A chunk holds
+        # windows of at most twice the size of its first (or up to SHORT_WINDOW tokens):
+        # attention runs on the padded grid, and the rest of the encoder costs little per chunk.
         j = i + 1
-        while j < len(windows) and (j - i + 1) * windows[j][1] <= max_batch_tokens:
+        longest = max(CHUNK_SPREAD * windows[i][1], SHORT_WINDOW)
+        while (
+            j < len(windows)
+            and (j - i + 1) * windows[j][1] <= max_batch_tokens
+            and windows[j][1] <= longest
+        ):
             j += 1
         group = windows[i:j]
         T = group[-1][1]
-        gather = numpy.full((len(group), T), n_tokens, dtype="int64")  # n_tokens -> zero row
+        gather = numpy.zeros((len(group), T), dtype="int64")
         mask = numpy.zeros((len(group), T), dtype=bool)
-        for b, (start, size, own_start, own_size, own_offset) in enumerate(group):
+        for b, (start, size, _, _, _) in enumerate(group):
             gather[b, :size] = numpy.arange(start, start + size)
             mask[b, :size] = True
-            output_index[own_start : own_start + own_size] = (
-                row + b * T + own_offset + numpy.arange(own_size)
-            )
-        chunks.append((torch.from_numpy(gather).to(device), torch.from_numpy(mask).to(device)))
-        row += len(group) * T
+        index, pad_index = packed_layout_arrays(mask)
+        for b, (_, _, own_start, own_size, own_offset) in enumerate(group):
+            packed = pad_index[b, own_offset : own_offset + own_size]
+            output_index[own_start : own_start + own_size] = row + packed
+        layout = PackedLayout(
+            torch.from_numpy(index).to(device), torch.from_numpy(pad_index).to(device)
+        )
+        tokens = torch.from_numpy(gather.reshape(-1)[index]).to(device)
+        chunks.append(WindowChunk(tokens=tokens, layout=layout))
+        row += index.size
         i = j
     return WindowBatch(chunks=chunks, output_index=torch.from_numpy(output_index).to(device))
 
@@ -199,14 +230,11 @@ class WindowedEncoder(torch.nn.Module):
     def forward(self, X: torch.Tensor, *, batch: WindowBatch, train: bool = False) -> torch.Tensor:
         register_fork_hook()  # a flag check after the first call
         encoder = self.predictor(X, train)
-        # X: (N, C). Append a zero row for the padding positions to gather.
-        X = torch.cat([X, X.new_zeros((1, X.shape[1]))])
-        outputs = []
-        for gather, mask in batch.chunks:
-            Y = encoder(X[gather], mask, train)  # (B, T, C)
-            outputs.append(Y.reshape(-1, Y.shape[-1]))
+        # X: (N, C). Each chunk runs packed: its windows' tokens (a token in two overlapping
+        # windows twice), padded only inside attention.
+        outputs = [encoder(X.index_select(0, c.tokens), c.layout, train) for c in batch.chunks]
         # Under autocast the encoder may return half precision; thinc wants float32.
-        return torch.cat(outputs)[batch.output_index].float()  # (N, C)
+        return torch.cat(outputs).index_select(0, batch.output_index).float()  # (N, C)
 
 
 def convert_inputs(

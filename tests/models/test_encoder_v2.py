@@ -10,6 +10,7 @@ from spacy_vanilla_ner.models.encoder import build_transformer_encoder_v2
 from spacy_vanilla_ner.models.torch_encoder import (
     EncoderConfig,
     MaxoutWindow,
+    PackedLayout,
     TransformerEncoderModule,
 )
 from tests.helpers import ENCODER_WIDTH, encoder_inputs, encoder_module, fixture_examples, train
@@ -46,12 +47,18 @@ def reference_maxout_window(layer, X, mask):
     return torch.stack(rows).view(B, T, C)
 
 
+def run_maxout_window(layer, X, mask):
+    """The layer on the real tokens of a padded batch, returned padded (zeros at padding)."""
+    layout = PackedLayout.from_mask(mask)
+    return layout.pad(layer(layout.pack(X), layout))
+
+
 @pytest.mark.parametrize("window_size,pieces", [(0, 1), (1, 3), (2, 2), (3, 3)])
 @pytest.mark.parametrize("shape", [(3, 9, 16), (1, 1, 16), (2, 2, 8)])
 def test_maxout_window_matches_token_by_token_reference_with_gradients(window_size, pieces, shape):
-    """The windowed matmul is the layer it claims to be: same outputs and same
-    gradients for the input and every parameter as the token-by-token reference
-    (also for docs shorter than the window, and with padding)."""
+    """The windowed matmul over packed tokens is the layer it claims to be: same outputs and
+    same gradients for the input and every parameter as the token-by-token reference over the
+    padded batch (also for docs shorter than the window, and with padding)."""
     torch.manual_seed(window_size)
     B, T, C = shape
     layer = MaxoutWindow(
@@ -60,10 +67,11 @@ def test_maxout_window_matches_token_by_token_reference_with_gradients(window_si
     X = torch.randn(B, T, C, dtype=torch.float64, requires_grad=True)
     mask = torch.ones(B, T, dtype=torch.bool)
     mask[0, T // 2 + 1 :] = False
-    dY = torch.randn(B, T, C, dtype=torch.float64)
+    # Only real tokens have outputs; the reference's padding rows are not compared.
+    dY = torch.randn(B, T, C, dtype=torch.float64) * mask[..., None]
     inputs = (X, *layer.parameters())
-    got = layer(X, mask)
-    expected = reference_maxout_window(layer, X, mask)
+    got = run_maxout_window(layer, X, mask)
+    expected = reference_maxout_window(layer, X, mask) * mask[..., None]
     torch.testing.assert_close(got, expected)
     for g, e in zip(
         torch.autograd.grad(got, inputs, dY), torch.autograd.grad(expected, inputs, dY)
@@ -76,7 +84,7 @@ def test_maxout_window_gradcheck():
     layer = MaxoutWindow(EncoderConfig(width=4, depth=1, n_heads=2, window_size=1)).double()
     X = torch.randn(2, 5, 4, dtype=torch.float64, requires_grad=True)
     mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], dtype=torch.bool)
-    assert torch.autograd.gradcheck(lambda x: layer(x, mask), (X,))
+    assert torch.autograd.gradcheck(lambda x: run_maxout_window(layer, x, mask), (X,))
 
 
 @pytest.mark.parametrize("norm_first", [True, False])

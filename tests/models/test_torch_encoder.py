@@ -11,7 +11,12 @@ from spacy_vanilla_ner.models.encoder import (
     build_transformer_encoder_v1,
     build_transformer_encoder_v2,
 )
-from spacy_vanilla_ner.models.torch_encoder import EncoderConfig, TransformerEncoderModule
+from spacy_vanilla_ner.models.torch_encoder import (
+    EncoderConfig,
+    PackedLayout,
+    RotaryPositions,
+    TransformerEncoderModule,
+)
 from tests.helpers import ENCODER_WIDTH, encoder_inputs, encoder_module, make_encoder
 
 
@@ -163,3 +168,78 @@ def test_encoder_config_fills_ff_width_and_is_frozen():
         config.width = 64  # checked on construction only, so it cannot change after
     with pytest.raises(ValueError, match="ff_width"):
         EncoderConfig(width=16, depth=1, n_heads=2, ff_width=0)
+
+
+def test_packed_layout_maps_and_neighbours_match_the_padded_grid():
+    """`PackedLayout` for any mask (holes included): pack and pad invert each other, the
+    positions are grid columns, and the neighbours are the cells beside each token in its
+    row, padding and beyond either end read as row M (a zero vector)."""
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 0, 1, 1, 1], [0, 0, 0, 0, 0]], dtype=torch.bool)
+    layout = PackedLayout.from_mask(mask)
+    B, T = mask.shape
+    M = int(mask.sum())
+    assert layout.shape == (B, T) and layout.n_tokens == M
+    X = torch.randn(B, T, 3)
+    packed = layout.pack(X)
+    torch.testing.assert_close(packed, X[mask])
+    torch.testing.assert_close(layout.pad(packed), X * mask[..., None])
+    cells = [(b, t) for b in range(B) for t in range(T) if mask[b, t]]
+    assert layout.positions.tolist() == [t for _, t in cells]
+    row = {cell: i for i, cell in enumerate(cells)}
+    for window_size in (0, 1, 2):
+        expected = [
+            [row.get((b, t + o), M) for o in range(-window_size, window_size + 1)] for b, t in cells
+        ]
+        assert layout.neighbours(window_size).tolist() == expected
+    assert layout.attend[2].all() and not layout.attend[0, 0, 0, 3]  # empty row attends all
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_rotary_rotates_each_pair_by_its_position(dtype):
+    """The complex-number path (CPU float) is the rotation of RoFormer: pair (x[2i], x[2i+1])
+    at position p turned by p * base^(-2i/D)."""
+    torch.manual_seed(0)
+    rotary = RotaryPositions(head_width=8, max_length=32)
+    X = torch.randn(5, 3, 8, dtype=dtype)
+    positions = torch.tensor([0, 1, 7, 30, 2])
+    got = rotary(X, positions)
+    inv_freq = 1.0 / (10000.0 ** (torch.arange(0, 8, 2, dtype=torch.float64) / 8))
+    angle = positions.double()[:, None, None] * inv_freq  # (5, 1, 4)
+    x1, x2 = X[..., 0::2].double(), X[..., 1::2].double()
+    expected = torch.stack(
+        (x1 * angle.cos() - x2 * angle.sin(), x1 * angle.sin() + x2 * angle.cos()), dim=-1
+    ).flatten(-2)
+    torch.testing.assert_close(got.double(), expected, atol=1e-5, rtol=1e-5)
+    assert got.dtype == dtype
+    # The real-arithmetic path (used for half precision on a GPU) computes the same.
+    half = rotary(X.to(torch.bfloat16), positions)
+    torch.testing.assert_close(half.double(), expected, atol=0.1, rtol=0.05)
+
+
+def test_blocks_run_on_real_tokens_only():
+    """Packed: the linear layers see one row per real token, however much padding the
+    batch's grid has; only attention sees the grid."""
+    module = TransformerEncoderModule(EncoderConfig(width=16, depth=2, n_heads=2))
+    rows = []
+    for layer in module.layers:
+        for linear in (layer.attention.qkv, layer.ff_input, layer.maxout_window.maxout):
+            linear.register_forward_hook(lambda mod, args, out: rows.append(args[0].shape[0]))
+    mask = torch.zeros(4, 50, dtype=torch.bool)
+    mask[0, :50] = True
+    mask[1:, :3] = True
+    module(torch.randn(4, 50, 16), mask)
+    assert rows and set(rows) == {59}
+
+
+def test_padded_and_packed_calls_agree():
+    torch.manual_seed(0)
+    module = TransformerEncoderModule(EncoderConfig(width=16, depth=2, n_heads=2))
+    X = torch.randn(3, 7, 16)
+    mask = torch.ones(3, 7, dtype=torch.bool)
+    mask[1, 4:] = False
+    mask[2, 1:] = False
+    layout = PackedLayout.from_mask(mask)
+    padded = module(X, mask)
+    packed = module(layout.pack(X), layout)
+    torch.testing.assert_close(padded[mask], packed)
+    assert (padded[~mask] == 0).all()

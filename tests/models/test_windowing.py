@@ -29,9 +29,9 @@ def test_plan_windows_tiles_doc():
 
 def test_window_batches_are_bounded():
     batch = build_window_batch([5000, 20, 0, 700], 512, 128, 4096, torch.device("cpu"))
-    for gather, _ in batch.chunks:
-        assert gather.shape[1] <= 512
-        assert gather.numel() <= 4096
+    for chunk in batch.chunks:
+        B, T = chunk.shape
+        assert T <= 512 and B * T <= 4096
     assert batch.output_index.shape == (5720,)
     assert len(set(batch.output_index.tolist())) == 5720
 
@@ -50,28 +50,29 @@ def test_window_batches_are_bounded():
 def test_window_batch_shapes_and_tiling(lengths, max_length, overlap, max_batch_tokens):
     batch = build_window_batch(lengths, max_length, overlap, max_batch_tokens, torch.device("cpu"))
     n_tokens = sum(lengths)
-    rows = 0
-    covered = []
-    for gather, mask in batch.chunks:
-        B, T = gather.shape
+    tokens = []
+    for chunk in batch.chunks:
+        B, T = chunk.shape
+        layout = chunk.layout
         assert T <= max_length
         assert B * T <= max(max_batch_tokens, max_length)
-        assert mask.shape == (B, T)
-        # Padding gathers the zero row (index n_tokens), real positions real tokens.
-        assert bool((gather[~mask] == n_tokens).all()) and bool((gather[mask] < n_tokens).all())
-        covered.append((rows, gather.reshape(-1), mask.reshape(-1)))
-        rows += B * T
-    # Every token takes its output from exactly one position that holds that token.
+        # Each window is a prefix of its grid row, its tokens consecutive in the doc, and the
+        # layout's two maps are inverse to each other.
+        lengths_in_rows = layout.mask.sum(dim=1)
+        assert bool((lengths_in_rows > 0).all()) and int(lengths_in_rows.max()) == T
+        assert bool((layout.mask == (torch.arange(T)[None, :] < lengths_in_rows[:, None])).all())
+        assert layout.pad_index.reshape(-1)[layout.index].tolist() == list(range(layout.n_tokens))
+        assert chunk.tokens.shape == (layout.n_tokens,)
+        grid = layout.pad(chunk.tokens[:, None].double() + 1)[..., 0]  # token + 1, 0 at padding
+        for b in range(B):
+            row = grid[b, : int(lengths_in_rows[b])].long() - 1
+            assert bool((row[1:] - row[:-1] == 1).all())
+        tokens.append(chunk.tokens)
+    # Every token takes its output from exactly one packed row that holds that token.
     index = batch.output_index
     assert index.shape == (n_tokens,) and len(set(index.tolist())) == n_tokens
-    flat_gather = (
-        torch.cat([g for _, g, _ in covered]) if covered else torch.zeros(0, dtype=torch.long)
-    )
-    flat_mask = (
-        torch.cat([m for _, _, m in covered]) if covered else torch.zeros(0, dtype=torch.bool)
-    )
-    assert bool(flat_mask[index].all())
-    assert flat_gather[index].tolist() == list(range(n_tokens))
+    flat_tokens = torch.cat(tokens) if tokens else torch.zeros(0, dtype=torch.long)
+    assert flat_tokens[index].tolist() == list(range(n_tokens))
 
 
 @pytest.mark.parametrize("positions", ["rotary", "sinusoidal", "learned", "none"])
@@ -126,7 +127,10 @@ def test_cuda_autocast_large_activations_and_masked_window_finite(dtype):
     lengths = [0, 40, 3, 0, 16]
     X = (torch.randn(sum(lengths), 32, device="cuda") * 300).requires_grad_()  # large activations
     batch = build_window_batch(lengths, 16, 4, 48, X.device)
-    assert all(g.device.type == "cuda" and m.device.type == "cuda" for g, m in batch.chunks)
+    assert all(
+        c.tokens.device.type == "cuda" and c.layout.pad_index.device.type == "cuda"
+        for c in batch.chunks
+    )
     with torch.autocast(device_type="cuda", dtype=dtype):
         Y = encoder(X, batch=batch)
     assert Y.dtype == torch.float32 and torch.isfinite(Y).all()
@@ -188,3 +192,17 @@ def test_forked_child_runs_torch_on_one_thread():
         done, status = os.waitpid(pid, os.WNOHANG)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
     assert child_threads == "1"
+
+
+def test_chunks_group_windows_of_similar_length():
+    """Attention pads a chunk's windows to its longest: a chunk holds windows of at most
+    twice the length of its shortest (or up to 8 tokens), so a batch of sentences of
+    mixed length pads little."""
+    lengths = list(range(1, 120)) * 2
+    batch = build_window_batch(lengths, 512, 128, 16384, torch.device("cpu"))
+    for chunk in batch.chunks:
+        sizes = chunk.layout.mask.sum(dim=1)
+        assert int(sizes.max()) <= max(2 * int(sizes.min()), 8)
+    padded = sum(c.shape[0] * c.shape[1] for c in batch.chunks)
+    assert padded < 1.5 * sum(lengths)
+    assert len(batch.chunks) <= 8
