@@ -264,6 +264,8 @@ class InPlaceUpdateShim(PyTorchShim):
             if updated.data_ptr() != flat.data_ptr():
                 with torch.no_grad():
                     flat.copy_(updated)
+            else:
+                mark_changed(params)  # their versions: not shared with `flat` (set by .data)
         flat_grad.zero_()
         self._grad_scaler.update()
 
@@ -320,6 +322,8 @@ class InPlaceUpdateShim(PyTorchShim):
                 if updated.data_ptr() != param.data_ptr():
                     with torch.no_grad():
                         param.copy_(updated)
+                else:
+                    mark_changed([param])
             param.grad.zero_()
         self._grad_scaler.update()
 
@@ -341,6 +345,18 @@ class InPlaceUpdateShim(PyTorchShim):
                 offset += n
         self._flat = (flat, flat_grad)
         return self._flat
+
+
+def mark_changed(tensors: List["torch.Tensor"]) -> None:
+    """Tell torch that `tensors` were changed in place, as a torch in-place op would: thinc's
+    optimizers write through numpy views, which torch's version counters do not see. The int8
+    copy (`quantization.Int8Copy`) is remade when a version changes."""
+    increment = getattr(torch.autograd.graph, "increment_version", None)
+    for tensor in tensors:
+        if increment is not None:
+            increment(tensor)
+        else:  # torch < 2.1
+            torch._C._increment_version(tensor)
 
 
 def _are_views(params: List["torch.nn.Parameter"], flat, flat_grad) -> bool:

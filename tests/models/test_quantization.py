@@ -76,6 +76,24 @@ def test_int8_follows_updates_and_loaded_weights(loaded, default_nlp, dev_texts)
     numpy.testing.assert_array_equal(scores(loaded, dev_texts), before)
 
 
+def test_int8_copy_is_remade_after_every_update_and_kept_otherwise(loaded, dev_texts):
+    """thinc's optimizer changes the weights in place through numpy, which torch's version
+    counters do not see: the encoder's shim marks them changed, so each update remakes the
+    copy, and predictions without an update reuse it."""
+    set_inference_dtype(loaded, "int8")
+    (module,) = encoders(loaded)
+    examples = fixture_examples(loaded, limit=10)
+    optimizer = loaded.resume_training()
+    copies = []
+    for _ in range(3):
+        loaded.update(examples, sgd=optimizer)
+        scores(loaded, dev_texts[:2])
+        copies.append(module._int8._copy)
+    assert copies[0] is not copies[1] and copies[1] is not copies[2]
+    scores(loaded, dev_texts[:2])
+    assert module._int8._copy is copies[2]
+
+
 def test_training_and_the_saved_pipeline_are_unchanged(default_path, tmp_path):
     plain, int8 = spacy.load(default_path), spacy.load(default_path, config=INT8_LOAD_CONFIG)
     assert int8.get_pipe("vanilla_ner").to_bytes() == plain.get_pipe("vanilla_ner").to_bytes()
