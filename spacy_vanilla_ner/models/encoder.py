@@ -264,10 +264,9 @@ class InPlaceUpdateShim(PyTorchShim):
             if updated.data_ptr() != flat.data_ptr():
                 with torch.no_grad():
                     flat.copy_(updated)
-            else:
-                mark_changed(params)  # their versions: not shared with `flat` (set by .data)
         flat_grad.zero_()
         self._grad_scaler.update()
+        count_update(self._model)
 
     @contextlib.contextmanager
     def use_params(self, params: Dict[Any, Any]) -> Iterator[None]:
@@ -322,10 +321,9 @@ class InPlaceUpdateShim(PyTorchShim):
                 if updated.data_ptr() != param.data_ptr():
                     with torch.no_grad():
                         param.copy_(updated)
-                else:
-                    mark_changed([param])
             param.grad.zero_()
         self._grad_scaler.update()
+        count_update(self._model)
 
     def _flat_buffers(
         self, params: List["torch.nn.Parameter"]
@@ -347,16 +345,13 @@ class InPlaceUpdateShim(PyTorchShim):
         return self._flat
 
 
-def mark_changed(tensors: List["torch.Tensor"]) -> None:
-    """Tell torch that `tensors` were changed in place, as a torch in-place op would: thinc's
-    optimizers write through numpy views, which torch's version counters do not see. The int8
-    copy (`quantization.Int8Copy`) is remade when a version changes."""
-    increment = getattr(torch.autograd.graph, "increment_version", None)
-    for tensor in tensors:
-        if increment is not None:
-            increment(tensor)
-        else:  # torch < 2.1
-            torch._C._increment_version(tensor)
+def count_update(module: torch.nn.Module) -> None:
+    """Count an optimizer step on `module` (`WindowedEncoder.updates`), which the int8 copy
+    (`quantization.Int8Copy`) reads to know that the weights changed: thinc's optimizers
+    write through numpy views, which torch's version counters do not see. (Bumping those
+    counters instead breaks spaCy's training: `Language.update` steps the tok2vec before the
+    listeners' backward pass has run through it.)"""
+    module.updates = getattr(module, "updates", 0) + 1
 
 
 def _are_views(params: List["torch.nn.Parameter"], flat, flat_grad) -> bool:

@@ -53,12 +53,13 @@ def check_inference_dtype(dtype: str) -> str:
 class Int8Copy:
     """A dynamically quantized copy of a module, remade when the module's parameters change.
 
-    The cache key is each parameter's storage and version counter: a replaced tensor changes
-    the storage, and every in-place change bumps the version: torch's own (`load_state_dict`,
-    the averages swapped in for evaluation) and thinc's optimizer's, which writes through
-    numpy and is marked by the encoder's shim (`encoder.mark_changed`). (A checksum of the
-    weights instead cost an eighth of the tagging time on two threads.) Thread-safe: one
-    thread builds the copy, the others wait for it.
+    The cache key is each parameter's storage and version counter and the module's count of
+    optimizer steps: a replaced tensor changes the storage, torch's in-place changes bump the
+    version (`load_state_dict`, the averages swapped in for evaluation), and thinc's optimizer,
+    which writes through numpy where torch's counters do not see it, is counted by the
+    encoder's shim (`encoder.count_update`). (A checksum of the weights instead cost an eighth
+    of the tagging time on two threads.) Thread-safe: one thread builds the copy, the others
+    wait for it.
     """
 
     def __init__(self) -> None:
@@ -67,11 +68,13 @@ class Int8Copy:
         self._copy: Optional[nn.Module] = None
 
     @staticmethod
-    def _key_of(module: nn.Module) -> Tuple[Any, ...]:
-        return tuple((p.data_ptr(), p._version) for p in module.parameters())
+    def _key_of(module: nn.Module, updates: int) -> Tuple[Any, ...]:
+        return (updates, *((p.data_ptr(), p._version) for p in module.parameters()))
 
-    def get(self, module: nn.Module) -> nn.Module:
-        key = self._key_of(module)
+    def get(self, module: nn.Module, updates: int = 0) -> nn.Module:
+        """The int8 copy of `module`, remade if its weights changed. updates (int): the
+        optimizer steps taken on it so far."""
+        key = self._key_of(module, updates)
         with self._lock:
             if self._copy is None or key != self._key:
                 self._copy = quantize(module)

@@ -198,6 +198,7 @@ class WindowedEncoder(torch.nn.Module):
         # A plain attribute: not in the state dict, so saved pipelines are unchanged.
         self.inference_dtype = "float32"
         self._int8 = Int8Copy()
+        self.updates = 0  # optimizer steps taken (`encoder.count_update`), for the int8 copy
         register_fork_hook()
 
     def __getstate__(self) -> dict:
@@ -209,6 +210,7 @@ class WindowedEncoder(torch.nn.Module):
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)
         self.__dict__.setdefault("inference_dtype", "float32")
+        self.__dict__.setdefault("updates", 0)
         self._int8 = Int8Copy()
 
     def predictor(self, X: torch.Tensor, train: bool) -> torch.nn.Module:
@@ -225,7 +227,7 @@ class WindowedEncoder(torch.nn.Module):
                     stacklevel=2,
                 )
             return self.encoder
-        return self._int8.get(self.encoder)
+        return self._int8.get(self.encoder, self.updates)
 
     def forward(self, X: torch.Tensor, *, batch: WindowBatch, train: bool = False) -> torch.Tensor:
         register_fork_hook()  # a flag check after the first call
