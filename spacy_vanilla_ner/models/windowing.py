@@ -148,7 +148,7 @@ def build_window_batch(
     # Sort by size so that chunks hold windows of similar length (little padding).
     windows.sort(key=lambda w: w[1])
     output_index = numpy.zeros((offset,), dtype="int64")
-    chunks = []
+    planned = []  # per chunk: tokens (M,), index (M,), pad_index (B, T), in numpy
     row = 0  # row in the concatenated packed outputs of the chunks
     i = 0
     while i < len(windows):
@@ -174,14 +174,19 @@ def build_window_batch(
         for b, (_, _, own_start, own_size, own_offset) in enumerate(group):
             packed = pad_index[b, own_offset : own_offset + own_size]
             output_index[own_start : own_start + own_size] = row + packed
-        layout = PackedLayout(
-            torch.from_numpy(index).to(device), torch.from_numpy(pad_index).to(device)
-        )
-        tokens = torch.from_numpy(gather.reshape(-1)[index]).to(device)
-        chunks.append(WindowChunk(tokens=tokens, layout=layout))
+        planned.append((gather.reshape(-1)[index], index, pad_index))
         row += index.size
         i = j
-    return WindowBatch(chunks=chunks, output_index=torch.from_numpy(output_index).to(device))
+    # One host-to-device copy for the whole batch; the chunks' tensors are views of it.
+    arrays = [a for chunk in planned for a in chunk] + [output_index]
+    on_device = torch.from_numpy(numpy.concatenate([a.reshape(-1) for a in arrays])).to(device)
+    views = on_device.split([a.size for a in arrays])
+    chunks = []
+    for c, (_, _, pad_index) in enumerate(planned):
+        tokens, index, grid = views[3 * c : 3 * c + 3]
+        layout = PackedLayout(index, grid.view(pad_index.shape))
+        chunks.append(WindowChunk(tokens=tokens, layout=layout))
+    return WindowBatch(chunks=chunks, output_index=views[-1])
 
 
 class WindowedEncoder(torch.nn.Module):

@@ -206,3 +206,15 @@ def test_chunks_group_windows_of_similar_length():
     padded = sum(c.shape[0] * c.shape[1] for c in batch.chunks)
     assert padded < 1.5 * sum(lengths)
     assert len(batch.chunks) <= 8
+
+
+def test_window_batch_is_one_transfer():
+    """Every index tensor of a batch is a view of one buffer, copied to the device once (on a
+    GPU, one host-to-device transfer per batch rather than three per chunk)."""
+    batch = build_window_batch([3, 40, 7, 0, 600], 512, 128, 4096, torch.device("cpu"))
+    assert len(batch.chunks) > 1
+    tensors = [batch.output_index] + [
+        t for c in batch.chunks for t in (c.tokens, c.layout.index, c.layout.pad_index)
+    ]
+    storages = {t.untyped_storage().data_ptr() for t in tensors}
+    assert len(storages) == 1
