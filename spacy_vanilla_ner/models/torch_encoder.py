@@ -170,7 +170,7 @@ class PackedLayout:
     def pad(self, X: torch.Tensor) -> torch.Tensor:
         """(M, C) real tokens -> (B, T, C), zeros at padding."""
         B, T = self.shape
-        grid = X.new_zeros((B * T, X.shape[-1])).index_copy(0, self.index, X)
+        grid = X.new_zeros((B * T, X.shape[-1])).index_copy_(0, self.index, X)  # no 2nd copy
         return grid.view(B, T, X.shape[-1])
 
     def neighbours(self, window_size: int) -> torch.Tensor:
