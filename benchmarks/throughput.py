@@ -100,10 +100,10 @@ STAGES: Dict[str, Tuple[str, str]] = {
         "`finish_update` of each component (the optimizer on thinc and torch parameters, "
         "averages) and `Optimizer.step_schedules`",
     ),
-    "decoding_viterbi": ("decoding: Viterbi", "`viterbi_batch`"),
+    "decoding_viterbi": ("decoding: Viterbi", "`viterbi_flat`"),
     "decoding_other": (
         "decoding: other",
-        "`VanillaNER.predict` outside its model and `viterbi_batch`: log-probabilities, "
+        "`VanillaNER.predict` outside its model and `viterbi_flat`: log-probabilities, "
         "space masks, transition constraints, the repaired-sequence count",
     ),
     "set_annotations": ("set_annotations", "`VanillaNER.set_annotations` (writing `doc.ents`)"),
@@ -355,8 +355,8 @@ def instrumented(nlp: Any, timer: StageTimer) -> Iterator[None]:
     for ref in ("embed", "encode"):
         if not tok2vec.model.has_ref(ref):
             raise SystemExit(f"the tok2vec model has no {ref!r} layer (use spacy.Tok2Vec.v2)")
-    if not hasattr(ner_module, "viterbi_batch"):
-        raise SystemExit("spacy_vanilla_ner.pipeline.vanilla_ner no longer calls viterbi_batch")
+    if not hasattr(ner_module, "viterbi_flat"):
+        raise SystemExit("spacy_vanilla_ner.pipeline.vanilla_ner no longer calls viterbi_flat")
     layers = [
         (tok2vec.model.get_ref("embed"), "featurisation_forward", "featurisation_backward"),
         (tok2vec.model.get_ref("encode"), "encoder_forward", "encoder_backward"),
@@ -372,7 +372,7 @@ def instrumented(nlp: Any, timer: StageTimer) -> Iterator[None]:
         (ner, "get_loss", "loss"),
         (ner, "predict", "decoding_other"),
         (ner, "set_annotations", "set_annotations"),
-        (ner_module, "viterbi_batch", "decoding_viterbi"),
+        (ner_module, "viterbi_flat", "decoding_viterbi"),
         (tok2vec, "finish_update", "optimizer"),
         (ner, "finish_update", "optimizer"),
     ]

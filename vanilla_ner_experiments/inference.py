@@ -23,7 +23,7 @@ PROFILE_GROUPS = {
     ],
     "    torch linear": [("~", "<built-in method torch._C._nn.linear>")],
     "NER predict": [("vanilla_ner.py", "predict"), ("transition_parser.pyx", "predict")],
-    "  Viterbi decoding": [("viterbi.py", "viterbi_batch")],
+    "  Viterbi decoding": [("viterbi.py", "viterbi_flat")],
     "set_annotations": [
         ("vanilla_ner.py", "set_annotations"),
         ("transition_parser.pyx", "set_annotations"),

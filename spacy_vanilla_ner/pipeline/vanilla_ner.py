@@ -16,17 +16,18 @@ from spacy.vocab import Vocab
 from thinc.api import Config, Model, chain
 from thinc.types import Floats2d, Ints1d
 
+from ..tagging.batching import joined, split_rows
 from ..tagging.biluo import (
     O_TAG,
     Constraints,
     floored_log,
-    is_valid,
+    invalid_docs,
+    spans_of_docs,
     tag_id,
     tag_names,
-    tags_to_spans,
 )
 from ..tagging.crf import build_crf_layer, crf_loss_and_gradient
-from ..tagging.viterbi import viterbi_batch
+from ..tagging.viterbi import viterbi_flat
 
 # The default model: the recipe of configs/transformer_vner.cfg (hashed
 # features under NormDropout, TransformerEncoder.v2, CRF; docs/reference.md). Every other setting
@@ -295,15 +296,23 @@ class VanillaNER(TrainablePipe):
         if not any(len(doc) for doc in docs):
             return [numpy.zeros((len(doc),), dtype="int64") for doc in docs]
         scores = self.model.predict(docs)
-        log_probs = [self._log_probs(s) for s in scores]
-        is_space = [_space_mask(doc) for doc in docs]
+        log_probs, lengths = self._log_probs(scores)
+        is_space = _space_mask(docs)
         constraints = self._constraints()
-        paths = viterbi_batch(log_probs, constraints, is_space)
-        self.n_repaired += _count_invalid_argmax(log_probs, is_space, len(self.labels))
-        return paths
+        tags = viterbi_flat(joined(log_probs, lengths, is_space, constraints), constraints)
+        argmax = log_probs.argmax(axis=1)
+        self.n_repaired += int(invalid_docs(argmax, lengths, len(self.labels), is_space).sum())
+        return split_rows(tags, lengths)
 
-    def _log_probs(self, probs: Floats2d) -> numpy.ndarray:
-        return floored_log(self.model.ops.to_numpy(probs))
+    def _log_probs(self, scores: List[Floats2d]) -> Tuple[numpy.ndarray, numpy.ndarray]:
+        """The floored log of the model's probabilities for all docs as one (N, K) array
+        (one copy from the device), and the tokens per doc."""
+        lengths = numpy.array([len(s) for s in scores], dtype="int64")
+        n_tags = len(self.tag_names)
+        nonempty = [s for s in scores if len(s)]
+        if not nonempty:
+            return numpy.zeros((0, n_tags)), lengths
+        return floored_log(self.model.ops.to_numpy(self.model.ops.flatten(nonempty))), lengths
 
     def _constraints(self) -> Constraints:
         n_labels = len(self.labels)
@@ -322,17 +331,28 @@ class VanillaNER(TrainablePipe):
         """Write the decoded entities to `doc.ents`. Entities already on the doc
         (e.g. from an entity_ruler) are kept; predictions overlapping them are not added.
         """
-        labels = self.labels
-        for doc, tags in zip(docs, tag_ids):
+        docs = list(docs)
+        tag_ids = [numpy.asarray(tags, dtype="int64").reshape(-1) for tags in tag_ids]
+        if len(tag_ids) != len(docs) or any(len(t) != len(d) for t, d in zip(tag_ids, docs)):
+            raise ValueError(
+                f"[{self.name}] set_annotations needs one tag id per token of each doc: got "
+                f"{len(tag_ids)} arrays of {[len(t) for t in tag_ids][:10]} tags for {len(docs)} "
+                f"docs of {[len(d) for d in docs][:10]} tokens (first 10 shown)"
+            )
+        if not docs:
+            return
+        strings = self.vocab.strings
+        labels = [strings.add(label) for label in self.labels]
+        lengths = numpy.array([len(doc) for doc in docs], dtype="int64")
+        spans = spans_of_docs(numpy.concatenate(tag_ids), lengths, len(self.labels))
+        for doc, doc_spans in zip(docs, spans):
             preset = list(doc.ents)
-            taken = numpy.zeros((len(doc),), dtype=bool)
-            for ent in preset:
-                taken[ent.start : ent.end] = True
-            predicted = [
-                Span(doc, start, end, label=labels[label])
-                for start, end, label in tags_to_spans(tags)
-                if not taken[start:end].any()
-            ]
+            if preset:
+                taken = numpy.zeros((len(doc),), dtype=bool)
+                for ent in preset:
+                    taken[ent.start : ent.end] = True
+                doc_spans = [span for span in doc_spans if not taken[span[0] : span[1]].any()]
+            predicted = [Span(doc, start, end, label=labels[i]) for start, end, i in doc_spans]
             doc.set_ents(preset + predicted, default="outside")
 
     def get_loss(
@@ -439,11 +459,12 @@ class VanillaNER(TrainablePipe):
         nonempty = [i for i, gold in enumerate(golds) if len(gold)]
         if not nonempty:
             return 0.0, d_scores
+        log_probs, lengths = self._log_probs([scores[i] for i in nonempty])
         result = crf_loss_and_gradient(
-            [self._log_probs(scores[i]) for i in nonempty],
+            split_rows(log_probs, lengths),
             [golds[i] for i in nonempty],
             constraints,
-            [_space_mask(examples[i].predicted) for i in nonempty],
+            split_rows(_space_mask([examples[i].predicted for i in nonempty]), lengths),
         )
         for i, d_em in zip(nonempty, result.d_emissions):
             # The emissions are log-softmax outputs and each row of d_em sums
@@ -507,20 +528,10 @@ def _biluo_ids(docs: Sequence[Doc], label_ids: Dict[int, int]) -> List[numpy.nda
     label = numpy.array([label_ids.get(int(h), -1) for h in hashes], dtype="int64")[where]
     gold = numpy.where((move >= 0) & (label >= 0), 1 + 4 * label + move, -1)
     gold[(iob == 2) | ((iob == 0) & (is_space != 0))] = O_TAG
-    return numpy.split(gold, numpy.cumsum(lengths)[:-1])
+    return split_rows(gold, lengths)
 
 
-def _space_mask(doc: Doc) -> numpy.ndarray:
-    if not len(doc):
-        return numpy.zeros((0,), dtype=bool)
-    return doc.to_array("IS_SPACE").astype(bool)
-
-
-def _count_invalid_argmax(
-    log_probs: List[numpy.ndarray], is_space: List[numpy.ndarray], n_labels: int
-) -> int:
-    """How many docs' per-token argmax tags break the BILUO rules (repaired by decoding)."""
-    return sum(
-        not is_valid(scores.argmax(axis=1), n_labels, space)
-        for scores, space in zip(log_probs, is_space)
-    )
+def _space_mask(docs: Sequence[Doc]) -> numpy.ndarray:
+    """(N,) bool: which tokens of the docs, doc after doc, are whitespace."""
+    masks = [doc.to_array(IS_SPACE) for doc in docs if len(doc)]
+    return numpy.concatenate(masks).astype(bool) if masks else numpy.zeros((0,), dtype=bool)

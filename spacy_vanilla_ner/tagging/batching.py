@@ -6,7 +6,7 @@ docs still going at position t are the first `Group.n_active[t]` rows: a step
 works on that prefix, and nothing is computed for padding."""
 
 from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence
+from typing import Iterator, List, Optional, Sequence
 
 import numpy
 
@@ -56,10 +56,9 @@ def flatten(
     applied once to the whole batch rather than doc by doc."""
     K = constraints.n_tags
     lengths = numpy.array([len(s) for s in scores], dtype="int64")
-    offsets = numpy.concatenate([[0], numpy.cumsum(lengths)[:-1]]).astype("int64")
     if not len(scores) or not lengths.sum():
-        return Flat(numpy.zeros((0, K)), lengths, offsets)
-    joined = numpy.concatenate([numpy.asarray(s, dtype="float64").reshape(-1, K) for s in scores])
+        return joined(numpy.zeros((0, K)), lengths, None, constraints)
+    scores = numpy.concatenate([numpy.asarray(s, dtype="float64").reshape(-1, K) for s in scores])
     space = None
     if is_space is not None and any(s is not None for s in is_space):
         space = numpy.concatenate(
@@ -68,7 +67,37 @@ def flatten(
                 for s, n in zip(is_space, lengths)
             ]
         )
-    return Flat(constraints.emissions(joined, space), lengths, offsets)
+    return joined(scores, lengths, space, constraints)
+
+
+def joined(
+    scores: numpy.ndarray,
+    lengths: numpy.ndarray,
+    is_space: Optional[numpy.ndarray],
+    constraints: Constraints,
+) -> Flat:
+    """`flatten` for scores that are already one array.
+
+    scores (numpy.ndarray): (N, K) the scores of all docs' tokens, doc after doc.
+    lengths (numpy.ndarray): (D,) tokens per doc, summing to N.
+    is_space (Optional[numpy.ndarray]): (N,) bool, True for whitespace tokens.
+    """
+    lengths = numpy.asarray(lengths, dtype="int64")
+    n_tokens = int(lengths.sum())
+    if len(scores) != n_tokens:
+        raise ValueError(f"{len(scores)} rows of scores for docs of {n_tokens} tokens in all")
+    if is_space is not None and len(is_space) != n_tokens:
+        raise ValueError(f"{len(is_space)} whitespace flags for docs of {n_tokens} tokens in all")
+    offsets = numpy.cumsum(lengths) - lengths
+    scores = numpy.asarray(scores, dtype="float64").reshape(-1, constraints.n_tags)
+    return Flat(constraints.emissions(scores, is_space), lengths, offsets)
+
+
+def split_rows(values: numpy.ndarray, lengths: Sequence[int]) -> List[numpy.ndarray]:
+    """`values` (N, ...) cut into consecutive pieces of `lengths` rows: views, as
+    `numpy.split` gives them, without its cost per piece."""
+    ends = numpy.cumsum(lengths).tolist()
+    return [values[end - n : end] for end, n in zip(ends, numpy.asarray(lengths).tolist())]
 
 
 def length_groups(flat: Flat, docs: Sequence[int], max_cells: int) -> Iterator[Group]:

@@ -104,16 +104,38 @@ class Constraints:
 def is_valid(tags: Sequence[int], n_labels: int, is_space: Optional[Sequence[bool]] = None) -> bool:
     """Whether a tag-id sequence satisfies the BILUO rules (and the whitespace rule)."""
     tags = numpy.asarray(tags, dtype="int64")
-    if len(tags) == 0:
-        return True
+    space = None if is_space is None else numpy.asarray(is_space, dtype=bool)
+    return not invalid_docs(tags, numpy.array([len(tags)]), n_labels, space)[0]
+
+
+def invalid_docs(
+    tags: numpy.ndarray,
+    lengths: numpy.ndarray,
+    n_labels: int,
+    is_space: Optional[numpy.ndarray] = None,
+) -> numpy.ndarray:
+    """`not is_valid` for many docs at once.
+
+    tags (numpy.ndarray): (N,) int tag ids of all docs' tokens, doc after doc.
+    lengths (numpy.ndarray): (D,) tokens per doc, summing to N.
+    is_space (Optional[numpy.ndarray]): (N,) bool, True for whitespace tokens.
+    RETURNS (numpy.ndarray): (D,) bool, True for each doc whose tags break a rule.
+    """
+    lengths = numpy.asarray(lengths, dtype="int64")
+    D = len(lengths)
+    if not len(tags):
+        return numpy.zeros((D,), dtype=bool)
     allowed, start, end = transition_mask(n_labels)
-    if not (start[tags[0]] and end[tags[-1]] and allowed[tags[:-1], tags[1:]].all()):
-        return False
+    doc = numpy.repeat(numpy.arange(D), lengths)  # (N,) each token's doc
+    firsts = (numpy.cumsum(lengths) - lengths)[lengths > 0]
+    lasts = firsts + lengths[lengths > 0] - 1
+    broken = numpy.zeros((len(tags),), dtype=bool)  # the token breaks a rule
+    broken[firsts] |= ~start[tags[firsts]]
+    broken[lasts] |= ~end[tags[lasts]]
+    broken[1:] |= ~allowed[tags[:-1], tags[1:]] & (doc[1:] == doc[:-1])
     if is_space is not None:
-        space = numpy.asarray(is_space, dtype=bool)
-        if not whitespace_mask(n_labels)[tags[space]].all():
-            return False
-    return True
+        broken |= is_space & ~whitespace_mask(n_labels)[tags]
+    return numpy.bincount(doc[broken], minlength=D) > 0
 
 
 def tags_to_spans(tags: Iterable[int]) -> List[Tuple[int, int, int]]:
@@ -131,4 +153,34 @@ def tags_to_spans(tags: Iterable[int]) -> List[Tuple[int, int, int]]:
         elif MOVES[move] == "L" and start is not None:
             spans.append((start, i + 1, label))
             start = None
+    return spans
+
+
+def spans_of_docs(
+    tags: numpy.ndarray, lengths: numpy.ndarray, n_labels: int
+) -> List[List[Tuple[int, int, int]]]:
+    """`tags_to_spans` of each doc, for the tags of many docs at once.
+
+    tags (numpy.ndarray): (N,) int tag ids of all docs' tokens, doc after doc.
+    lengths (numpy.ndarray): (D,) tokens per doc, summing to N.
+    RETURNS (List[List[Tuple[int, int, int]]]): (start, end, label index) per
+        entity, per doc; start and end count from the doc's first token.
+    """
+    tags = numpy.asarray(tags, dtype="int64")
+    lengths = numpy.asarray(lengths, dtype="int64")
+    offsets = numpy.cumsum(lengths) - lengths
+    invalid = invalid_docs(tags, lengths, n_labels)
+    # In a valid sequence every entity opens with B or U and closes with L or U, in turn.
+    move = (tags - 1) % 4
+    entity = (tags != O_TAG) & ~numpy.repeat(invalid, lengths)
+    opens = numpy.flatnonzero(entity & ((move == 0) | (move == 3)))
+    closes = numpy.flatnonzero(entity & ((move == 2) | (move == 3)))
+    doc = numpy.repeat(numpy.arange(len(lengths)), lengths)[opens]
+    starts = (opens - offsets[doc]).tolist()
+    ends = (closes + 1 - offsets[doc]).tolist()
+    labels = ((tags[opens] - 1) // 4).tolist()
+    bounds = numpy.searchsorted(doc, numpy.arange(len(lengths) + 1)).tolist()
+    spans = [list(zip(starts[a:b], ends[a:b], labels[a:b])) for a, b in zip(bounds, bounds[1:])]
+    for i in numpy.flatnonzero(invalid).tolist():
+        spans[i] = tags_to_spans(tags[offsets[i] : offsets[i] + lengths[i]])
     return spans

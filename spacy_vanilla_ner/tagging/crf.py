@@ -9,7 +9,7 @@ import numpy
 from thinc.api import Model
 from thinc.types import Floats2d
 
-from .batching import Flat, flatten, length_groups
+from .batching import Flat, flatten, length_groups, split_rows
 from .biluo import NEG_INF, Constraints
 
 TINY = 1e-300  # float64: added to normalisers, so that a dead row stays at 0 rather than NaN
@@ -336,7 +336,7 @@ def crf_loss_and_gradient(
     d_end -= numpy.bincount(gold[(flat.offsets + flat.lengths - 1)[scored]], minlength=K)
     return CRFGradient(
         loss=float(nll.sum()),
-        d_emissions=numpy.split(d_emissions, numpy.cumsum(flat.lengths)[:-1]) if D else [],
+        d_emissions=split_rows(d_emissions, flat.lengths),
         d_transitions=d_transitions,
         d_start=d_start,
         d_end=d_end,

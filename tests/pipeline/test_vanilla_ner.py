@@ -12,8 +12,9 @@ from thinc.api import Config, fix_random_seed
 
 from spacy_vanilla_ner.models.encoder import ENCODER
 from spacy_vanilla_ner.models.windowing import WindowConfig
-from spacy_vanilla_ner.pipeline.vanilla_ner import DEFAULT_CONFIG_STR, _count_invalid_argmax
-from spacy_vanilla_ner.tagging.biluo import is_valid
+from spacy_vanilla_ner.pipeline.vanilla_ner import DEFAULT_CONFIG_STR
+from spacy_vanilla_ner.tagging.biluo import floored_log, is_valid
+from spacy_vanilla_ner.tagging.viterbi import viterbi_batch
 from tests.helpers import REPO, fixture_examples, tagger_model_with_encoder
 
 SMALL_MODEL = {
@@ -178,6 +179,38 @@ def test_preset_entities_are_kept(trained):
     assert (0, 2, "CUSTOM") in [(e.start, e.end, e.label_) for e in doc.ents]
 
 
+def test_batch_decoding_is_decoding_each_doc(trained):
+    """`predict` decodes the whole batch as one array (one copy of the scores, one pass for
+    the whitespace rule and the repair count): the same tags as decoding each doc alone, with
+    empty and whitespace-holding docs between the others."""
+    nlp, _ = trained
+    ner = nlp.get_pipe("vanilla_ner")
+    texts = TEXTS + ["", "Sony  and\n Apple .", "   ", "Ahmed Ali"]
+    docs = [nlp.make_doc(text) for text in texts]
+    assert any(token.is_space for doc in docs for token in doc)
+    got = ner.predict(docs)
+    constraints = ner._constraints()
+    for doc, scores, tags in zip(docs, ner.model.predict(docs), got):
+        space = numpy.array([token.is_space for token in doc], dtype=bool)
+        log_probs = floored_log(ner.model.ops.to_numpy(scores)).reshape(
+            len(doc), len(ner.tag_names)
+        )
+        assert tags.tolist() == viterbi_batch([log_probs], constraints, [space])[0].tolist()
+    ner.set_annotations(docs, got)
+    assert sum(len(doc.ents) for doc in docs) > 0
+
+
+def test_set_annotations_needs_a_tag_per_token(trained):
+    nlp, _ = trained
+    ner = nlp.get_pipe("vanilla_ner")
+    docs = [nlp.make_doc("Sony sells in Japan ."), nlp.make_doc("Apple")]
+    tags = ner.predict(docs)
+    with pytest.raises(ValueError, match="one tag id per token"):
+        ner.set_annotations(docs, [tags[0], tags[0]])
+    with pytest.raises(ValueError, match="one tag id per token"):
+        ner.set_annotations(docs, tags[:1])
+
+
 @pytest.mark.parametrize("crf", [False, True])
 def test_missing_annotation_is_not_outside(crf):
     """Tokens with no gold tag are not trained as O: the loss is lower than with
@@ -340,20 +373,3 @@ def test_default_config_states_the_recipe_only():
     for name in ("window_size", "maxout_pieces", "token_dropout", "final_norm"):
         assert shipped[name] == ENCODER[name], name
     assert project["components"]["vanilla_ner"]["crf"] is True
-
-
-def test_repair_count_uses_the_biluo_rules():
-    """`n_repaired` counts the docs whose argmax tags `is_valid` rejects."""
-    n_labels = 2
-    rng = numpy.random.default_rng(0)
-    scores = [rng.normal(size=(n, 1 + 4 * n_labels)) for n in (0, 1, 2, 3, 5, 8) * 20]
-    spaces = [rng.random(len(s)) < 0.3 for s in scores]
-    expected = sum(
-        not is_valid(s.argmax(axis=1), n_labels, space) for s, space in zip(scores, spaces)
-    )
-    assert 0 < expected < len(scores)
-    assert _count_invalid_argmax(scores, spaces, n_labels) == expected
-    # A whitespace token tagged U-: invalid only because of the whitespace rule.
-    u_tag = numpy.eye(1 + 4 * n_labels)[[4]]
-    assert _count_invalid_argmax([u_tag], [numpy.array([False])], n_labels) == 0
-    assert _count_invalid_argmax([u_tag], [numpy.array([True])], n_labels) == 1

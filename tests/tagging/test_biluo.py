@@ -9,7 +9,9 @@ from spacy_vanilla_ner.tagging.biluo import (
     MIN_LOG_PROB,
     Constraints,
     floored_log,
+    invalid_docs,
     is_valid,
+    spans_of_docs,
     tag_names,
     tags_to_spans,
 )
@@ -79,6 +81,58 @@ def test_is_valid_follows_the_rules():
         space = rng.random(T) < 0.2
         assert is_valid(tags, N_LABELS, space) == reference_is_valid(tags, N_LABELS, space)
         assert is_valid(tags.tolist(), N_LABELS) == reference_is_valid(tags, N_LABELS, [False] * T)
+
+
+def _random_docs(rng, n_docs):
+    """Tag sequences of 0-7 tokens, about half of them valid (decoded from random scores),
+    and whitespace flags, concatenated: (tags, lengths, space)."""
+    docs, spaces = [], []
+    for _ in range(n_docs):
+        T = int(rng.integers(0, 8))
+        space = rng.random(T) < 0.15
+        if rng.random() < 0.5:
+            tags = viterbi(rng.normal(size=(T, K)), Constraints(N_LABELS), space)
+        else:
+            tags = rng.integers(0, K, size=T)
+        docs.append(tags)
+        spaces.append(space)
+    lengths = numpy.array([len(d) for d in docs])
+    return docs, numpy.concatenate(docs).astype("int64"), lengths, numpy.concatenate(spaces)
+
+
+def test_invalid_docs_is_is_valid_per_doc():
+    """One vectorised pass over many docs gives each doc's verdict, docs never leaking
+    into each other (an entity open at the end of one doc, empty docs)."""
+    rng = numpy.random.default_rng(5)
+    docs, tags, lengths, space = _random_docs(rng, 400)
+    offsets = numpy.cumsum(lengths) - lengths
+    want_space = [
+        not reference_is_valid(d, N_LABELS, space[o : o + len(d)]) for d, o in zip(docs, offsets)
+    ]
+    want_plain = [not reference_is_valid(d, N_LABELS, [False] * len(d)) for d in docs]
+    assert 0 < sum(want_space) < len(docs)
+    assert invalid_docs(tags, lengths, N_LABELS, space).tolist() == want_space
+    assert invalid_docs(tags, lengths, N_LABELS).tolist() == want_plain
+    names = tag_names(["A", "B"])
+    b_a, l_a = names.index("B-A"), names.index("L-A")
+    # B-A ending one doc and L-A starting the next: both invalid, though the pair is allowed.
+    assert invalid_docs(numpy.array([b_a, l_a]), numpy.array([1, 1]), N_LABELS).tolist() == [
+        True,
+        True,
+    ]
+    assert invalid_docs(numpy.zeros((0,), "int64"), numpy.array([0, 0]), N_LABELS).tolist() == [
+        False,
+        False,
+    ]
+
+
+def test_spans_of_docs_is_tags_to_spans_per_doc():
+    rng = numpy.random.default_rng(6)
+    docs, tags, lengths, _ = _random_docs(rng, 400)
+    got = spans_of_docs(tags, lengths, N_LABELS)
+    assert got == [tags_to_spans(d) for d in docs]
+    assert sum(len(spans) for spans in got) > 100
+    assert spans_of_docs(numpy.zeros((0,), "int64"), numpy.array([], "int64"), N_LABELS) == []
 
 
 def test_floored_log():
