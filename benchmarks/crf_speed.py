@@ -1,10 +1,10 @@
 """Speed of the CRF loss and gradient and of Viterbi decoding, on one thread:
 milliseconds per call and words per second, on random batches shaped like
-CoNLL-2003 sentences (4 labels, K = 17 tags).
+CoNLL-2003 sentences (4 labels, K = 17 tags; --labels 18 for OntoNotes' K = 73).
 
 Usage:
 
-    python benchmarks/crf_speed.py [--crf-docs 48] [--viterbi-docs 256]
+    python benchmarks/crf_speed.py [--crf-docs 48] [--viterbi-docs 256] [--labels 4]
         [--repeats 50] [--seed 0] [--output benchmarks/results/crf_speed.json]
 
 Timed, on the same batches every run (fixed seed):
@@ -43,7 +43,6 @@ from vanilla_ner_experiments.machine import cpu_name, n_cpus, package_versions
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUT = REPO / "benchmarks" / "results" / "crf_speed.json"
-N_LABELS = 4
 
 
 def sentence_lengths(rng: numpy.random.Generator, n: int) -> numpy.ndarray:
@@ -55,9 +54,9 @@ def log_softmax_scores(rng: numpy.random.Generator, n: int, k: int) -> numpy.nda
     return logits - numpy.log(numpy.exp(logits).sum(axis=1, keepdims=True))
 
 
-def valid_tags(rng: numpy.random.Generator, n: int) -> numpy.ndarray:
+def valid_tags(rng: numpy.random.Generator, n: int, n_labels: int) -> numpy.ndarray:
     """A random tag sequence that obeys the BILUO rules."""
-    allowed, allowed_start, allowed_end = transition_mask(N_LABELS)
+    allowed, allowed_start, allowed_end = transition_mask(n_labels)
     while True:
         tags = [int(rng.choice(numpy.flatnonzero(allowed_start)))]
         for _ in range(n - 1):
@@ -82,23 +81,26 @@ def main() -> None:
     parser.add_argument("--crf-docs", type=int, default=48)
     parser.add_argument("--viterbi-docs", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--labels", type=int, default=4, help="entity labels (K = 1 + 4 labels)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     args = parser.parse_args()
+    if args.labels < 1:
+        parser.error("--labels must be at least 1")
     if "torch" in sys.modules:  # an implementation that runs on torch: one thread too
         sys.modules["torch"].set_num_threads(1)
 
     rng = numpy.random.default_rng(args.seed)
-    k = 1 + 4 * N_LABELS
+    k = 1 + 4 * args.labels
     constraints = Constraints(
-        N_LABELS,
+        args.labels,
         rng.normal(size=(k, k)) * 0.3,
         rng.normal(size=k) * 0.3,
         rng.normal(size=k) * 0.3,
     )
     crf_lengths = sentence_lengths(rng, args.crf_docs)
     crf_scores = [log_softmax_scores(rng, n, k) for n in crf_lengths]
-    golds = [valid_tags(rng, n) for n in crf_lengths]
+    golds = [valid_tags(rng, n, args.labels) for n in crf_lengths]
     partial = [gold.copy() for gold in golds]
     for gold in partial[::4]:
         gold[rng.random(len(gold)) < 0.5] = -1
@@ -143,6 +145,7 @@ def main() -> None:
         "command": "python " + " ".join(sys.argv),
         "repeats": args.repeats,
         "seed": args.seed,
+        "labels": args.labels,
         "tags": k,
         "cpu": cpu_name(),
         "cpu_count": n_cpus(),

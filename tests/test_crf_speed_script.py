@@ -14,7 +14,8 @@ def test_tiny_run_writes_json(tmp_path, monkeypatch, capsys):
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         monkeypatch.setenv(name, "1")
     output = tmp_path / "crf_speed.json"
-    args = ["--crf-docs", "5", "--viterbi-docs", "7", "--repeats", "2", "--output", str(output)]
+    args = ["--crf-docs", "5", "--viterbi-docs", "7", "--repeats", "2", "--labels", "3"]
+    args += ["--output", str(output)]
     monkeypatch.setattr(sys, "argv", [str(SCRIPT), *args])
     spec = importlib.util.spec_from_file_location("crf_speed_script", SCRIPT)
     module = importlib.util.module_from_spec(spec)
@@ -29,6 +30,7 @@ def test_tiny_run_writes_json(tmp_path, monkeypatch, capsys):
     assert "viterbi_batch" in capsys.readouterr().out
     report = json.loads(output.read_text())
     assert report["meta"]["repeats"] == 2
+    assert report["meta"]["labels"] == 3 and report["meta"]["tags"] == 13
     names = [row["name"] for row in report["results"]]
     assert names == [
         "crf_loss_and_gradient",
