@@ -15,6 +15,7 @@ from .models.encoder import (
     build_transformer_encoder_v2,
     build_transformer_tok2vec_v1,
 )
+from .models.hash_embed import build_multi_hash_embed
 from .models.quantization import make_int8_inference, set_inference_dtype
 from .models.tagger import build_ner_tagger_v1
 from .pipeline.vanilla_ner import DEFAULT_CONFIG_STR, VanillaNER, make_vanilla_ner
@@ -28,6 +29,7 @@ __all__ = [
     "build_norm_dropout_v1",
     "build_norm_dropout_v2",
     "build_norm_dropout_v3",
+    "build_multi_hash_embed",
     "count_singletons",
     "make_count_singletons",
     "make_int8_inference",

@@ -14,6 +14,7 @@ NAMES = [
     "spacy-vanilla-ner.NormDropout.v1",
     "spacy-vanilla-ner.NormDropout.v2",
     "spacy-vanilla-ner.NormDropout.v3",
+    "spacy-vanilla-ner.MultiHashEmbed.v1",
 ]
 CALLBACKS = ["spacy-vanilla-ner.Int8Inference.v1", "spacy-vanilla-ner.CountSingletons.v1"]
 

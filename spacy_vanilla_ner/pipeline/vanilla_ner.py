@@ -44,7 +44,7 @@ DEFAULT_CONFIG_STR = """
 rate = 0.1
 
 [model.tok2vec.embed.embed]
-@architectures = "spacy.MultiHashEmbed.v2"
+@architectures = "spacy-vanilla-ner.MultiHashEmbed.v1"
 width = 96
 attrs = ["NORM", "PREFIX", "SUFFIX", "SHAPE"]
 rows = [5000, 1000, 2500, 2500]

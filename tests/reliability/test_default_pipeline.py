@@ -133,6 +133,9 @@ def test_no_closure_in_any_registered_model(name):
         "spacy-vanilla-ner.TransformerEncoder.v1": dict(width=16, depth=1, n_heads=2),
         "spacy-vanilla-ner.TransformerEncoder.v2": dict(width=16, depth=1, n_heads=2),
         "spacy-vanilla-ner.TransformerTok2Vec.v1": dict(width=16, depth=1, n_heads=2),
+        "spacy-vanilla-ner.MultiHashEmbed.v1": dict(
+            width=16, attrs=["NORM", "SHAPE"], rows=[100, 50], include_static_vectors=False
+        ),
     }
     builder = registry.architectures.get(name)
     if name in args:
