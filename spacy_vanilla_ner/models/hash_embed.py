@@ -98,25 +98,22 @@ def _maxout_forward(model: Model, X: Floats2d, is_train: bool) -> Tuple[Floats2d
 
 def _layernorm_forward(model: Model, X: Floats2d, is_train: bool) -> Tuple[Floats2d, Callable]:
     """thinc's LayerNorm forward pass (`thinc.layers.layernorm.forward`) in torch: over each
-    row, (X - mean) / sqrt(var + 1e-8) * G + b."""
+    row, (X - mean) / sqrt(var + 1e-8) * G + b, and its backward pass, one torch op each."""
     G = _to_torch(model.get_param("G"))
     b = _to_torch(model.get_param("b"))
     Xt = _to_torch(X)
     ops = model.ops
+    shape = [Xt.shape[1]]
     with torch.no_grad():
-        var, mu = torch.var_mean(Xt, dim=1, unbiased=False, keepdim=True)
-        inv_std = torch.rsqrt(var + LN_EPSILON)
-        Xhat = (Xt - mu) * inv_std
-        Y = torch.addcmul(b, Xhat, G)
+        Y, mean, rstd = torch.native_layer_norm(Xt, shape, G, b, LN_EPSILON)
 
     def backprop(dY: Floats2d) -> Floats2d:
         with torch.no_grad():
-            dYt = _to_torch(dY)
-            model.inc_grad("b", torch2xp(dYt.sum(dim=0), ops=ops))
-            model.inc_grad("G", torch2xp((dYt * Xhat).sum(dim=0), ops=ops))
-            d_xhat = dYt * G
-            dX = d_xhat - d_xhat.mean(dim=1, keepdim=True)
-            dX -= Xhat * (d_xhat * Xhat).mean(dim=1, keepdim=True)
-            return torch2xp(dX * inv_std, ops=ops)
+            dX, dG, db = torch.ops.aten.native_layer_norm_backward(
+                _to_torch(dY), Xt, shape, mean, rstd, G, b, [True, True, True]
+            )
+            model.inc_grad("b", torch2xp(db, ops=ops))
+            model.inc_grad("G", torch2xp(dG, ops=ops))
+            return torch2xp(dX, ops=ops)
 
     return torch2xp(Y, ops=ops), backprop
