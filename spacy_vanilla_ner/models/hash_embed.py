@@ -23,6 +23,8 @@ from thinc.api import Model
 from thinc.types import Floats2d
 from thinc.util import torch2xp, xp2torch
 
+from .windowing import register_fork_hook
+
 LN_EPSILON = 1e-08  # thinc's LayerNorm adds it to the variance
 
 
@@ -50,7 +52,10 @@ def build_multi_hash_embed(
 
 def with_torch_mixing(model: Model) -> Model:
     """`model` with the forward pass of each thinc Maxout and LayerNorm node in it replaced by
-    the torch one below; nothing else changes. RETURNS (Model): `model`."""
+    the torch one below; nothing else changes. Like the encoder, it makes processes forked
+    from this one run torch on one thread (`register_fork_hook`), so that `nlp.pipe(n_process=2)`
+    works without our encoder in the pipeline. RETURNS (Model): `model`."""
+    register_fork_hook()
     replaced = 0
     for node in model.walk():
         if node.name == "maxout" and node._func is not _maxout_forward:
@@ -75,6 +80,7 @@ def _maxout_forward(model: Model, X: Floats2d, is_train: bool) -> Tuple[Floats2d
     """thinc's Maxout forward pass (`thinc.layers.maxout.forward`) in torch: the same
     parameters and the same maximum; the backward pass gives the gradient to the piece that
     won (on ties the first, as in thinc)."""
+    register_fork_hook()  # for a model that was unpickled; a flag check after the first call
     nO, nP, nI = model.get_dim("nO"), model.get_dim("nP"), model.get_dim("nI")
     W = _to_torch(model.get_param("W")).reshape(nO * nP, nI)
     b = _to_torch(model.get_param("b")).reshape(nO * nP)

@@ -160,3 +160,15 @@ def test_under_norm_dropout_and_in_a_pipeline(docs):
     again = loaded("Ann Lee met Shell in Rotterdam .")
     numpy.testing.assert_allclose(again.tensor, doc.tensor, rtol=1e-5, atol=1e-6)
     assert any(n._func is _maxout_forward for n in loaded.get_pipe("tok2vec").model.walk())
+
+
+def test_building_it_registers_the_fork_hook(monkeypatch):
+    """Without our encoder in the pipeline (e.g. spaCy's CNN over this layer), the layer's
+    torch ops still need forked workers (`nlp.pipe(n_process=2)`) to run on one thread."""
+    from spacy_vanilla_ner.models import windowing
+
+    registered = []
+    monkeypatch.setattr(windowing.os, "register_at_fork", lambda **kw: registered.append(kw))
+    monkeypatch.setattr(windowing, "_fork_hook_registered", False)
+    build_multi_hash_embed(include_static_vectors=False, **SETTINGS)
+    assert registered == [{"after_in_child": windowing._one_thread_after_fork}]
