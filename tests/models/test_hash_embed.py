@@ -172,3 +172,27 @@ def test_building_it_registers_the_fork_hook(monkeypatch):
     monkeypatch.setattr(windowing, "_fork_hook_registered", False)
     build_multi_hash_embed(include_static_vectors=False, **SETTINGS)
     assert registered == [{"after_in_child": windowing._one_thread_after_fork}]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU and cupy")
+def test_on_gpu_matches_spacys(docs):
+    """On cupy arrays (spaCy on a GPU): the torch passes read and write them through DLPack,
+    on the device, and agree with spaCy's layer."""
+    pytest.importorskip("cupy")
+    from thinc.api import use_ops
+
+    with use_ops("cupy"):
+        theirs, ours = spacy_and_ours(docs)
+        Y_theirs, back_theirs = theirs.begin_update(docs)
+        Y_ours, back_ours = ours.begin_update(docs)
+        assert all(type(y).__module__.startswith("cupy") for y in Y_ours)
+        for a, b in zip(Y_theirs, Y_ours):
+            numpy.testing.assert_allclose(b.get(), a.get(), rtol=1e-4, atol=1e-5)
+        dY = [y.copy() for y in Y_theirs]
+        back_theirs([d.copy() for d in dY])
+        back_ours([d.copy() for d in dY])
+        g_theirs, g_ours = grads(theirs), grads(ours)
+        for key in g_theirs:
+            scale = numpy.abs(g_theirs[key]).max() + 1e-6
+            numpy.testing.assert_allclose(g_ours[key], g_theirs[key], atol=1e-4 * scale, rtol=0)
