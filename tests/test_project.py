@@ -101,12 +101,16 @@ def test_config_loads(config_path):
         assert encode == expected
 
 
+SAME_EMBED = ("spacy.MultiHashEmbed.v2", "spacy-vanilla-ner.MultiHashEmbed.v1")
+
+
 def test_configs_share_training_corpora_and_features():
     """The systems differ only in the encoder and the NER component, in the peak
     learning rate (the pretrained MiniLM's, and our Transformer's: 3e-3, tuned for
     it; spaCy's CNN and BiLSTM keep 1e-3), in our Transformer's width (96,
     tuned for it; the CNN and BiLSTM are 128 wide) and in NormDropout around our
-    Transformer's features. docs/benchmarks.md, rounds three to five."""
+    Transformer's features (the default's `MultiHashEmbed.v1` is spaCy's layer, computed
+    partly by torch). docs/benchmarks.md, rounds three to five."""
     configs = {c.stem: load_config(c, interpolate=False) for c in CONFIGS}
     reference = configs["transformer_vner"]
     widths = {"transformer_vner": 96, "transformer_ner": 96}
@@ -133,7 +137,10 @@ def test_configs_share_training_corpora_and_features():
                 assert embed["@architectures"] == "spacy-vanilla-ner.NormDropout.v2", name
                 assert embed["rate"] == 0.1, name
                 embed = embed["embed"]
-            assert embed == configs["cnn_vner"]["components"]["tok2vec"]["model"]["embed"], name
+            # The same layer: spaCy's, or ours, which is spaCy's computed partly by torch.
+            assert embed["@architectures"] in SAME_EMBED, name
+            cnn_embed = configs["cnn_vner"]["components"]["tok2vec"]["model"]["embed"]
+            assert {**embed, "@architectures": None} == {**cnn_embed, "@architectures": None}, name
             width = config["components"]["tok2vec"]["model"]["encode"]["width"]
             assert width == widths.get(name, 128), name
 
