@@ -344,7 +344,14 @@ class VanillaNER(TrainablePipe):
         strings = self.vocab.strings
         labels = [strings.add(label) for label in self.labels]
         lengths = numpy.array([len(doc) for doc in docs], dtype="int64")
-        spans = spans_of_docs(numpy.concatenate(tag_ids), lengths, len(self.labels))
+        all_tags = numpy.concatenate(tag_ids)
+        n_tags = len(self.tag_names)
+        if len(all_tags) and not 0 <= all_tags.min() <= all_tags.max() < n_tags:
+            raise ValueError(
+                f"[{self.name}] set_annotations got tag ids outside 0..{n_tags - 1} (the "
+                f"component's {n_tags} BILUO tags): from {all_tags.min()} to {all_tags.max()}"
+            )
+        spans = spans_of_docs(all_tags, lengths, len(self.labels))
         for doc, doc_spans in zip(docs, spans):
             preset = list(doc.ents)
             if preset:

@@ -209,6 +209,8 @@ def test_set_annotations_needs_a_tag_per_token(trained):
         ner.set_annotations(docs, [tags[0], tags[0]])
     with pytest.raises(ValueError, match="one tag id per token"):
         ner.set_annotations(docs, tags[:1])
+    with pytest.raises(ValueError, match="tag ids outside"):
+        ner.set_annotations(docs, [tags[0], numpy.array([len(ner.tag_names)])])
 
 
 @pytest.mark.parametrize("crf", [False, True])
