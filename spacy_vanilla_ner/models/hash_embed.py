@@ -3,8 +3,8 @@ and weights, with its mixing layer computed by torch.
 
 `MultiHashEmbed` looks up each token's hashed features (NORM, PREFIX, SUFFIX, SHAPE), joins
 the rows and mixes them to `width` with a Maxout layer (3 pieces) and a LayerNorm. thinc runs
-that mixing layer with its own single-threaded numpy kernels, and it is the largest cost of the
-embedding: on CPU it takes about a third of the default pipeline's tagging time on one thread.
+that mixing layer with its own single-threaded numpy kernels, where it is a large part of the
+embedding's cost, and the embedding a large part of a CPU pipeline's (docs/results.md).
 This architecture builds the very same model with spaCy's function, then gives the Maxout and
 LayerNorm nodes forward and backward passes that call torch (its matrix multiply and its
 threads, `torch.set_num_threads`) on the same parameters. The model tree, the parameter names
