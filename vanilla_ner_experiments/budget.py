@@ -38,7 +38,8 @@ from .params import count_params
 RULES: Dict[str, str] = {
     "clock": "Training seconds only: the clock runs during updates and stops during dev "
     "evaluation and checkpoint saving. Loading the corpus and initialising the pipeline come "
-    "before it starts.",
+    "before it starts; a config with [training] max_epochs = -1 reads the corpus again for "
+    "every pass (so that its augmenter draws anew), and those reads are training time.",
     "learning rate": "The config's warmup_linear schedule runs over the budget: warmup over the "
     "same share of the budget as warmup_steps / total_steps in the config, then linear decay to "
     "0 at the end of the budget; over training seconds for a seconds budget (and for the "
@@ -190,11 +191,14 @@ def run_loop(
     learn_rate: Optional[Callable[[float], float]] = None,
     loss_key: Optional[str] = None,
     log: Callable[[str], None] = print,
+    corpus: Optional[Callable[[Any], Any]] = None,
 ) -> LoopResult:
     """Train `nlp` under `budget` with spaCy's loop; the rules in `RULES`.
 
     T (dict): the resolved [training] section (optimizer, batcher, dropout, ...).
     examples: the training examples, loaded before the clock starts.
+    corpus: the training corpus, read again for every pass (spaCy's `max_epochs = -1`, so
+        that an augmenter draws anew); None: every pass shuffles `examples`.
     evaluate: a dev evaluation callback, as `create_evaluation_callback` makes.
     save_best (callable): saves the pipeline as the best checkpoint; gets the update's info.
     learn_rate: maps the share of the budget spent to a rate; None keeps the config's schedule.
@@ -211,7 +215,10 @@ def run_loop(
         with clock.paused("eval"):
             return evaluate()
 
-    batches = create_train_batches(nlp, lambda _nlp: list(examples), T["batcher"], 0)
+    if corpus is None:
+        batches = create_train_batches(nlp, lambda _nlp: list(examples), T["batcher"], 0)
+    else:
+        batches = create_train_batches(nlp, corpus, T["batcher"], -1)
     steps = train_while_improving(
         nlp,
         optimizer,
@@ -359,7 +366,10 @@ def train_config(
         require_cpu()
     raw = config if isinstance(config, Config) else load_config(Path(config), interpolate=False)
     overrides = {**(overrides or {}), **seed_overrides(raw, seed)}
-    overrides.update({"training.patience": 0, "training.max_epochs": 0})
+    # max_epochs = -1 (the corpus read again for every pass, for an augmenter) is kept;
+    # anything else trains on the corpus read once, reshuffled for every pass.
+    streaming = overrides.get("training.max_epochs", raw["training"].get("max_epochs")) == -1
+    overrides.update({"training.patience": 0, "training.max_epochs": -1 if streaming else 0})
     config_obj = load_config_from_str(raw.to_str(), overrides=overrides, interpolate=False)
     started = default_timer()
     nlp = init_nlp(config_obj, use_gpu=gpu_id)
@@ -389,6 +399,8 @@ def train_config(
         f"{nlp.pipe_names}, {n_params:,} parameters, seed {seed}; budget {budget.describe()}, "
         f"eval every {T['eval_frequency']} steps; learning rate: {schedule}"
     )
+    # Read once before the clock (also for streaming, to count a pass's words; an augmenter's
+    # mention pool is then full from the first update).
     examples = list(train_corpus(nlp))
     clock = clock or Clock()
     result = run_loop(
@@ -402,6 +414,7 @@ def train_config(
         learn_rate=learn_rate,
         loss_key=ner_component(nlp),
         log=log,
+        corpus=train_corpus if streaming else None,
     )
     train_seconds = clock.train_seconds()
     best, epoch_words = result.best, sum(len(eg) for eg in examples)
