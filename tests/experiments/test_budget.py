@@ -38,7 +38,7 @@ def corpus(tmp_path_factory):
     return path
 
 
-def train(corpus, tmp_path, budget, eval_frequency=1, **kwargs):
+def train(corpus, tmp_path, budget, eval_frequency=1, extra=None, **kwargs):
     """A small Transformer (width 32, one layer) on batches of ~300 words."""
     overrides = {
         "paths.train": str(corpus / "train.spacy"),
@@ -49,6 +49,7 @@ def train(corpus, tmp_path, budget, eval_frequency=1, **kwargs):
         "components.tok2vec.model.encode.n_heads": 2,
         "training.batcher.size.rate": 300,
         "training.eval_frequency": eval_frequency,
+        **(extra or {}),
     }
     kwargs.setdefault("log", lambda line: None)
     return train_config(CONFIG, budget, seed=0, out_dir=tmp_path, overrides=overrides, **kwargs)
@@ -153,6 +154,41 @@ def test_real_evaluation_time_is_excluded(corpus, tmp_path):
         # The sleep is in `seconds` (training + evaluation), not in `train_seconds`.
         spent_evaluating = (b["seconds"] - a["seconds"]) - (b["train_seconds"] - a["train_seconds"])
         assert spent_evaluating >= 0.2 - 1e-3
+
+
+def test_max_epochs_minus_one_reads_the_corpus_for_every_pass(corpus, tmp_path, monkeypatch):
+    """With max_epochs = -1 (an augmenter that draws anew) the loop reads the training corpus
+    again for every pass; otherwise it reads it once. 12 updates of ~300 words make more than
+    one pass over the corpus; spaCy's initialisation reads it too, the same in both runs."""
+    from spacy.training.corpus import Corpus
+
+    reads = []
+    real = Corpus.__call__
+
+    def counting(self, nlp):
+        if self.path.name == "train.spacy":
+            reads.append(self.shuffle)
+        return real(self, nlp)
+
+    monkeypatch.setattr(Corpus, "__call__", counting)
+    counts, rows = {}, {}
+    for max_epochs in (0, -1):
+        reads.clear()
+        rows[max_epochs] = train(
+            corpus,
+            tmp_path / str(max_epochs),
+            Budget(Mode.STEPS, steps=12),
+            eval_frequency=12,
+            extra={
+                "corpora.train.@readers": "spacy-vanilla-ner.ShuffledCorpus.v1",
+                "training.max_epochs": max_epochs,
+            },
+        )
+        assert all(reads)  # ShuffledCorpus.v1 shuffles
+        counts[max_epochs] = len(reads)
+    passes = rows[-1]["curve"][-1]["epoch"] + 1
+    assert passes >= 2 and rows[-1]["steps"] == rows[0]["steps"] == 12
+    assert counts[-1] - counts[0] == passes
 
 
 def test_converged_stops_on_patience(corpus, tmp_path):
