@@ -1,6 +1,7 @@
 """The `vanilla_ner` component: per-token BILUO tagging that writes `doc.ents`."""
 
 import hashlib
+import warnings
 import weakref
 from itertools import islice
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
@@ -427,12 +428,26 @@ class VanillaNER(TrainablePipe):
         if aligned is None:
             return gold
         label_index = {label: i for i, label in enumerate(self.labels)}
+        unknown = set()
         for i, tag in enumerate(aligned):
             if tag == "O":
                 gold[i] = 0
-            elif tag and len(tag) > 2 and tag[1] == "-" and tag[2:] in label_index:
-                gold[i] = tag_id(tag[0], label_index[tag[2:]])
+            elif tag and len(tag) > 2 and tag[1] == "-":
+                if tag[2:] in label_index:
+                    gold[i] = tag_id(tag[0], label_index[tag[2:]])
+                else:
+                    unknown.add(tag[2:])
             # None (misaligned), "-" / "" (missing) and unknown labels stay -1.
+        for label in sorted(unknown):
+            # Once per label (Python shows a repeated warning once).
+            warnings.warn(
+                f"[{self.name}] the training data has entities labelled {label!r}, which is "
+                f"not among the component's labels {list(self.labels)}: they are treated as "
+                "missing annotation. The labels are read at initialization (with [training] "
+                "max_epochs = -1, from the first 100 examples only); list them all in "
+                f"[initialize.components.{self.name}] labels, e.g. with `spacy init labels`.",
+                stacklevel=2,
+            )
         return gold
 
     def _label_ids(self) -> Dict[int, int]:

@@ -237,6 +237,22 @@ def test_missing_annotation_is_not_outside(crf):
     assert numpy.abs(d_scores[0][0]).sum() > 0 and numpy.abs(d_scores[0][3]).sum() > 0
 
 
+def test_unknown_gold_label_warns_and_is_missing():
+    """A gold label the component was not initialized with (e.g. rare, and missed by the
+    100-example sample of spaCy's streamed initialization) is scored as missing, with a
+    warning that names it and the fix; it is not silently trained as O."""
+    nlp = spacy.blank("en")
+    ner = nlp.add_pipe("vanilla_ner", config={"model": SMALL_MODEL})
+    words = ["Sony", "sells", "in", "Japan"]
+    example = Example.from_dict(
+        Doc(nlp.vocab, words=words), {"entities": ["U-ORG", "O", "O", "U-LOC"]}
+    )
+    ner.initialize(lambda: [example], labels=["ORG"])
+    with pytest.warns(UserWarning, match=r"labelled 'LOC'.*\[initialize.components.vanilla_ner\]"):
+        gold = ner._aligned_gold_tags(example)
+    assert gold[3] == -1 and gold[1] == 0 and gold[0] > 0
+
+
 def test_initialize_errors():
     nlp = spacy.blank("en")
     nlp.add_pipe("vanilla_ner", config={"model": SMALL_MODEL})
