@@ -3,7 +3,6 @@
 # Importing these registers the architectures and the `vanilla_ner` factory; they are
 # also registered through entry points, so configs and `spacy.load` need no import.
 from .about import __version__
-from .augment import create_mention_replace_augmenter
 from .models.embed import (
     build_norm_dropout_v1,
     build_norm_dropout_v2,
@@ -23,7 +22,6 @@ from .pipeline.vanilla_ner import DEFAULT_CONFIG_STR, VanillaNER, make_vanilla_n
 
 __all__ = [
     "__version__",
-    "create_mention_replace_augmenter",
     "build_transformer_encoder_v2",
     "build_transformer_encoder_v1",
     "build_transformer_tok2vec_v1",

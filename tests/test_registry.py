@@ -17,8 +17,6 @@ NAMES = [
     "spacy-vanilla-ner.MultiHashEmbed.v1",
 ]
 CALLBACKS = ["spacy-vanilla-ner.Int8Inference.v1", "spacy-vanilla-ner.CountSingletons.v1"]
-AUGMENTERS = ["spacy-vanilla-ner.MentionReplace.v1"]
-READERS = ["spacy-vanilla-ner.ShuffledCorpus.v1"]
 
 
 def run_fresh(code: str) -> str:
@@ -39,10 +37,6 @@ def test_entry_points_resolve_without_import():
             assert callable(spacy.registry.architectures.get(name)), name
         for name in {CALLBACKS!r}:
             assert callable(spacy.registry.callbacks.get(name)), name
-        for name in {AUGMENTERS!r}:
-            assert callable(spacy.registry.augmenters.get(name)), name
-        for name in {READERS!r}:
-            assert callable(spacy.registry.readers.get(name)), name
         nlp = spacy.blank("en")
         ner = nlp.add_pipe("vanilla_ner")
         print(type(ner).__name__)

@@ -157,7 +157,7 @@ def test_real_evaluation_time_is_excluded(corpus, tmp_path):
 
 
 def test_max_epochs_minus_one_reads_the_corpus_for_every_pass(corpus, tmp_path, monkeypatch):
-    """With max_epochs = -1 (an augmenter that draws anew) the loop reads the training corpus
+    """With max_epochs = -1 (so that an augmenter draws anew) the loop reads the training corpus
     again for every pass; otherwise it reads it once. 12 updates of ~300 words make more than
     one pass over the corpus; spaCy's initialisation reads it too, the same in both runs."""
     from spacy.training.corpus import Corpus
@@ -167,7 +167,7 @@ def test_max_epochs_minus_one_reads_the_corpus_for_every_pass(corpus, tmp_path, 
 
     def counting(self, nlp):
         if self.path.name == "train.spacy":
-            reads.append(self.shuffle)
+            reads.append(1)
         return real(self, nlp)
 
     monkeypatch.setattr(Corpus, "__call__", counting)
@@ -179,12 +179,8 @@ def test_max_epochs_minus_one_reads_the_corpus_for_every_pass(corpus, tmp_path, 
             tmp_path / str(max_epochs),
             Budget(Mode.STEPS, steps=12),
             eval_frequency=12,
-            extra={
-                "corpora.train.@readers": "spacy-vanilla-ner.ShuffledCorpus.v1",
-                "training.max_epochs": max_epochs,
-            },
+            extra={"training.max_epochs": max_epochs},
         )
-        assert all(reads)  # ShuffledCorpus.v1 shuffles
         counts[max_epochs] = len(reads)
     passes = rows[-1]["curve"][-1]["epoch"] + 1
     assert passes >= 2 and rows[-1]["steps"] == rows[0]["steps"] == 12
