@@ -4,7 +4,7 @@ import hashlib
 import warnings
 import weakref
 from itertools import islice
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 import numpy
 from spacy.attrs import ENT_IOB, ENT_TYPE, IS_SPACE, ORTH, SPACY
@@ -400,9 +400,12 @@ class VanillaNER(TrainablePipe):
             else:
                 golds[i] = self._cached_aligned_gold_tags(eg)
         if same:
-            tags = _biluo_ids([examples[i].reference for i in same], self._label_ids())
+            unknown: Set[int] = set()
+            tags = _biluo_ids([examples[i].reference for i in same], self._label_ids(), unknown)
             for i, doc_tags in zip(same, tags):
                 golds[i] = doc_tags
+            strings = self.vocab.strings
+            self._warn_unknown_labels(strings[h] if h in strings else str(h) for h in unknown)
         return golds
 
     def _cached_aligned_gold_tags(self, eg: Example) -> numpy.ndarray:
@@ -438,6 +441,11 @@ class VanillaNER(TrainablePipe):
                 else:
                     unknown.add(tag[2:])
             # None (misaligned), "-" / "" (missing) and unknown labels stay -1.
+        self._warn_unknown_labels(unknown)
+        return gold
+
+    def _warn_unknown_labels(self, unknown: Iterable[str]) -> None:
+        """Warn that gold entities of these labels are treated as missing annotation."""
         for label in sorted(unknown):
             # Once per label (Python shows a repeated warning once).
             warnings.warn(
@@ -446,9 +454,8 @@ class VanillaNER(TrainablePipe):
                 "missing annotation. The labels are read at initialization (with [training] "
                 "max_epochs = -1, from the first 100 examples only); list them all in "
                 f"[initialize.components.{self.name}] labels, e.g. with `spacy init labels`.",
-                stacklevel=2,
+                stacklevel=3,
             )
-        return gold
 
     def _label_ids(self) -> Dict[int, int]:
         """Label index by the label's string hash (ENT_TYPE)."""
@@ -528,11 +535,14 @@ def _same_tokens(predicted: Doc, reference: Doc) -> bool:
     return bool(numpy.array_equal(predicted.to_array(attrs), reference.to_array(attrs)))
 
 
-def _biluo_ids(docs: Sequence[Doc], label_ids: Dict[int, int]) -> List[numpy.ndarray]:
+def _biluo_ids(
+    docs: Sequence[Doc], label_ids: Dict[int, int], unknown: Optional[Set[int]] = None
+) -> List[numpy.ndarray]:
     """The BILUO tag id of each token of each doc from its entity annotation, as spaCy's
     `Example.get_aligned_ner` gives it for identical tokens: missing annotation is -1, except
     on whitespace (O); an entity whose label the component does not know is -1. One pass over
-    the concatenated tokens of all docs."""
+    the concatenated tokens of all docs. `unknown` (a set), if given, gets the hashes of the
+    entity labels not in `label_ids`."""
     lengths = [len(doc) for doc in docs]
     if not sum(lengths):
         return [numpy.zeros((0,), dtype="int64") for _ in docs]
@@ -547,7 +557,10 @@ def _biluo_ids(docs: Sequence[Doc], label_ids: Dict[int, int]) -> List[numpy.nda
     move = numpy.where(iob == 3, numpy.where(continues, 0, 3), -1)
     move = numpy.where(inside, numpy.where(continues, 1, 2), move)
     hashes, where = numpy.unique(ent_type, return_inverse=True)
-    label = numpy.array([label_ids.get(int(h), -1) for h in hashes], dtype="int64")[where]
+    label_of_hash = numpy.array([label_ids.get(int(h), -1) for h in hashes], dtype="int64")
+    if unknown is not None:
+        unknown.update(int(h) for h, i in zip(hashes, label_of_hash) if h != 0 and i < 0)
+    label = label_of_hash[where]
     gold = numpy.where((move >= 0) & (label >= 0), 1 + 4 * label + move, -1)
     gold[(iob == 2) | ((iob == 0) & (is_space != 0))] = O_TAG
     return split_rows(gold, lengths)

@@ -14,6 +14,8 @@ from spacy_vanilla_ner.tagging.biluo import tag_names
 from tests.helpers import fixture_examples
 
 LABELS = ("LOC", "MISC", "ORG", "PER")
+# The component is not told about PER (see `ner`); that it warns is tested in test_vanilla_ner.
+pytestmark = pytest.mark.filterwarnings("ignore:.*entities labelled 'PER':UserWarning")
 
 
 def aligned_ids(ner, eg):

@@ -237,19 +237,22 @@ def test_missing_annotation_is_not_outside(crf):
     assert numpy.abs(d_scores[0][0]).sum() > 0 and numpy.abs(d_scores[0][3]).sum() > 0
 
 
-def test_unknown_gold_label_warns_and_is_missing():
+@pytest.mark.parametrize("same_tokens", [True, False])
+def test_unknown_gold_label_warns_and_is_missing(same_tokens):
     """A gold label the component was not initialized with (e.g. rare, and missed by the
     100-example sample of spaCy's streamed initialization) is scored as missing, with a
-    warning that names it and the fix; it is not silently trained as O."""
+    warning that names it and the fix, on both ways of reading gold tags (the reference's
+    arrays where the tokens are the same, spaCy's alignment where they are not)."""
     nlp = spacy.blank("en")
     ner = nlp.add_pipe("vanilla_ner", config={"model": SMALL_MODEL})
-    words = ["Sony", "sells", "in", "Japan"]
-    example = Example.from_dict(
-        Doc(nlp.vocab, words=words), {"entities": ["U-ORG", "O", "O", "U-LOC"]}
-    )
+    words = ["Sony", "sells", "in", "Japan", "today"]
+    reference = Doc(nlp.vocab, words=words, ents=["B-ORG", "O", "O", "B-LOC", "O"])
+    predicted_words = words if same_tokens else ["Sony", "sells", "in", "Japan", "to", "day"]
+    example = Example(Doc(nlp.vocab, words=predicted_words), reference)
     ner.initialize(lambda: [example], labels=["ORG"])
-    with pytest.warns(UserWarning, match=r"labelled 'LOC'.*\[initialize.components.vanilla_ner\]"):
-        gold = ner._aligned_gold_tags(example)
+    fix = r"\[initialize.components.vanilla_ner\] labels"
+    with pytest.warns(UserWarning, match=rf"labelled 'LOC'.*{fix}"):
+        (gold,) = ner._gold_tags([example])
     assert gold[3] == -1 and gold[1] == 0 and gold[0] > 0
 
 
