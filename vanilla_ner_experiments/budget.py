@@ -399,8 +399,7 @@ def train_config(
         f"{nlp.pipe_names}, {n_params:,} parameters, seed {seed}; budget {budget.describe()}, "
         f"eval every {T['eval_frequency']} steps; learning rate: {schedule}"
     )
-    # Read once before the clock (also for streaming, to count a pass's words; an augmenter's
-    # mention pool is then full from the first update).
+    # Read once before the clock (also for streaming: to count a pass's words).
     examples = list(train_corpus(nlp))
     clock = clock or Clock()
     result = run_loop(
