@@ -405,12 +405,8 @@ class VanillaNER(TrainablePipe):
             for i, doc_tags in zip(same, tags):
                 golds[i] = doc_tags
             if unknown:  # the label strings are in the references' vocab
-                vocabs = {id(v): v for v in (examples[i].reference.vocab for i in same)}
-                names = {
-                    next((v.strings[h] for v in vocabs.values() if h in v.strings), str(h))
-                    for h in unknown
-                }
-                self._warn_unknown_labels(names)
+                strings = examples[same[0]].reference.vocab.strings
+                self._warn_unknown_labels(strings[h] if h in strings else str(h) for h in unknown)
         return golds
 
     def _cached_aligned_gold_tags(self, eg: Example) -> numpy.ndarray:
